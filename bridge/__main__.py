@@ -1,0 +1,132 @@
+"""Command line: `python -m bridge [-g] -c config.yaml -r registration.yaml` or a connector command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+import signal
+import sys
+
+from ruamel.yaml import YAML
+
+from .connectors import load_connector
+from .core.config import Config, ConfigError, compose_example
+from .core.registration import build_registration
+from .network import NetworkConnector
+
+log = logging.getLogger("letterbox")
+
+DEFAULT_CONNECTOR = "email"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bridge", description="Letterbox Matrix bridge")
+    p.add_argument("-c", "--config", type=Path, default=Path("config.yaml"), help="config file")
+    p.add_argument("-r", "--registration", type=Path, default=Path("registration.yaml"),
+                   help="registration file to write with -g")
+    p.add_argument("-g", "--generate-registration", action="store_true",
+                   help="fill in tokens and keys in the config and write the registration")
+    p.add_argument("--connector", default=None, help="connector for a new config (default: email)")
+    p.add_argument("--print-example-config", action="store_true",
+                   help="print the full example config and exit")
+    return p
+
+
+def _connector_name(config_path: Path, override: str | None) -> str:
+    if override:
+        return override
+    if config_path.exists():
+        try:
+            data = YAML(typ="safe").load(config_path.read_text("utf-8")) or {}
+            return str(data.get("bridge", {}).get("connector") or DEFAULT_CONNECTOR)
+        except Exception:
+            return DEFAULT_CONNECTOR
+    return DEFAULT_CONNECTOR
+
+
+def example_for(connector: NetworkConnector) -> str:
+    return compose_example(connector.name, connector.example_config())
+
+
+def generate(args: argparse.Namespace, connector: NetworkConnector) -> int:
+    example = example_for(connector)
+    new = not args.config.exists()
+    if new:
+        args.config.write_text(example, "utf-8")
+    config = Config.load(args.config, example)
+    if new and args.connector:
+        config["bridge.connector"] = args.connector
+    config.generate_secrets()
+    config.save()
+    registration = build_registration(config)
+    yaml = YAML()
+    yaml.default_flow_style = False
+    with args.registration.open("w", encoding="utf-8") as f:
+        yaml.dump(registration, f)
+    args.registration.chmod(0o600)
+    print(f"Wrote {args.registration}; tokens and keys are stored in {args.config}.")
+    return 0
+
+
+def load_config(path: Path, connector: NetworkConnector) -> Config:
+    config = Config.load(path, example_for(connector))
+    config.apply_env()
+    config.validate(connector.name)
+    connector.validate_config(dict(config[f"network.{connector.name}"]))
+    return config
+
+
+async def _run(config: Config, connector: NetworkConnector) -> None:
+    from .core.bridge import Bridge
+
+    bridge = Bridge(config, connector)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await bridge.start()
+    log.info("Letterbox %s started", bridge.version)
+    await stop.wait()
+    log.info("Stopping")
+    await bridge.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Connector sub-commands, e.g. `python -m bridge preview FILE.eml --json`.
+    if argv and not argv[0].startswith("-"):
+        connector = load_connector(DEFAULT_CONNECTOR)
+        commands = connector.cli_commands()
+        if argv[0] not in commands:
+            print(f"unknown command {argv[0]!r}; known: {', '.join(commands) or 'none'}", file=sys.stderr)
+            return 2
+        return commands[argv[0]](argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        connector = load_connector(_connector_name(args.config, args.connector))
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        print(f"config error: bridge.connector: {e}", file=sys.stderr)
+        return 1
+    if args.print_example_config:
+        print(example_for(connector), end="")
+        return 0
+    if args.generate_registration:
+        return generate(args, connector)
+    try:
+        config = load_config(args.config, connector)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=str(config.get("logging.level", "INFO")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config.report_unknown()
+    asyncio.run(_run(config, connector))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

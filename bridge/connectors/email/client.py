@@ -1,0 +1,200 @@
+"""One logged-in mailbox: the IMAP sync engine, the outbox and the Matrix-side capabilities."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ...network import (
+    ActionNotSupported,
+    BridgeAPI,
+    ChatInfo,
+    ChatMember,
+    ConnectorError,
+    EditHandler,
+    LoginAPI,
+    LoginState,
+    LoginStateEvent,
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReadReceipt,
+    MatrixRedaction,
+    MessageID,
+    NetworkClient,
+    NetworkUserID,
+    PortalID,
+    ReactionHandler,
+    ReadReceiptHandler,
+    RedactionHandler,
+    StartChatHandler,
+)
+from .addresses import InvalidAddress, address_key, parse_mailbox
+from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
+from .imap import Backfill, ImapAccount, ImapError, ImapOps, ImapSync, SyncState
+from .outbox import Outbox
+from .outbound.smtp_submit import SmtpAccount
+from .receive import InboundPipeline
+from .rooms import ghost_id, user_info
+from .send import prepare_mail
+from .servers import ServerSpec
+
+if TYPE_CHECKING:
+    from .connector import EmailConnector
+
+log = logging.getLogger("letterbox.email.client")
+
+
+class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandler,
+                  RedactionHandler, ReactionHandler):
+    def __init__(self, connector: EmailConnector, login: LoginAPI) -> None:
+        self.connector = connector
+        self.login = login
+        meta = login.metadata
+        self.address: str = meta["address"]
+        self.display_name: str = meta.get("display_name", "")
+        self.imap_spec = ServerSpec.from_json(meta["imap"])
+        self.smtp_spec = ServerSpec.from_json(meta["smtp"])
+        db = connector.bridge.connector_db
+        self.mail_index = MailIndexTable(db)
+        self.checkpoints = CheckpointTable(db, login.login_id)
+        self.outbox = Outbox(self, OutboxTable(db))
+        self.own_addresses = {address_key(self.address)}
+        self._sync: ImapSync | None = None
+        self._state = LoginState.CONNECTING
+        self._reaction_notice_rooms: set[str] = set()
+
+    @property
+    def bridge(self) -> BridgeAPI:
+        return self.connector.bridge
+
+    def _password(self) -> str:
+        return self.bridge.decrypt_secret(self.login.metadata["password"])
+
+    def imap_account(self) -> ImapAccount:
+        cfg = self.connector.config
+        s = self.imap_spec
+        return ImapAccount(s.host, s.port, s.security, self.login.metadata.get("username", self.address),
+                           self._password(), cfg.ca_file, cfg.timeout)
+
+    def smtp_account(self) -> SmtpAccount:
+        cfg = self.connector.config
+        s = self.smtp_spec
+        return SmtpAccount(s.host, s.port, s.security,  # type: ignore[arg-type]
+                           self.login.metadata.get("username", self.address), self._password(),
+                           cfg.ca_file, cfg.timeout)
+
+    # ---------------------------------------------------------------- lifecycle
+    async def connect(self) -> None:
+        cfg = self.connector.config
+        account = self.imap_account()
+        folders = ["INBOX", *cfg.extra_folders]
+        if cfg.sync_sent:
+            try:
+                sent = await ImapOps(account).special_use_folder("\\Sent")
+            except ImapError as e:
+                log.warning("Could not look up the Sent folder of %s: %s", self.address, e.reason)
+                sent = None
+            if sent and sent not in folders:
+                folders.append(sent)
+        self._sync = ImapSync(
+            account, sink=InboundPipeline(self), checkpoints=self.checkpoints, listener=self,
+            folders=folders,
+            backfill=Backfill(max_age_days=cfg.backfill_days, max_messages=cfg.backfill_messages),
+            idle_renew_s=cfg.idle_renew_s, poll_interval_s=cfg.poll_interval_s,
+        )
+        await self._sync.start()
+        self.outbox.start()
+
+    async def disconnect(self) -> None:
+        await self.outbox.stop()
+        if self._sync:
+            await self._sync.stop()
+            self._sync = None
+
+    async def logout(self) -> None:
+        await self.disconnect()
+        await self.checkpoints.delete_all()
+
+    async def on_state(self, state: SyncState, reason: str | None) -> None:
+        """The sync engine's StateListener: forwarded as the login's state."""
+        self._state = LoginState(state.value)
+        await self.bridge.send_login_state(self.login.login_id, LoginStateEvent(self._state, reason))
+
+    async def report_smtp_auth_failure(self, reason: str) -> None:
+        await self.bridge.send_login_state(
+            self.login.login_id, LoginStateEvent(LoginState.BAD_CREDENTIALS, f"SMTP: {reason}"))
+
+    async def append_to_sent(self, raw: bytes) -> None:
+        try:
+            result = await ImapOps(self.imap_account()).append(raw)
+            log.debug("Appended sent mail to %s", result.folder)
+        except ImapError as e:
+            log.warning("Could not copy a sent mail to the Sent folder of %s: %s", self.address, e.reason)
+
+    # ---------------------------------------------------------------- Matrix -> email
+    async def handle_matrix_message(self, msg: MatrixMessage) -> MessageID | None:
+        if msg.content.get("msgtype") == "m.notice":
+            raise ActionNotSupported("Notices are not sent as email.")
+        cfg = self.connector.config
+        existing = await self.outbox.table.get(msg.event_id)
+        if existing:  # the same Matrix event handled again (replay): already queued
+            return MessageID(existing.message_id)
+        if await self.outbox.table.sent_in_last_hour(self.login.login_id, msg.timestamp_ms or 0) >= cfg.max_mails_per_hour:
+            raise ConnectorError(f"Not sent: the limit of {cfg.max_mails_per_hour} mails per hour is reached.")
+        prepared = await prepare_mail(self, msg)
+        await self.mail_index.upsert(prepared.index)
+        await self.outbox.table.insert(OutboxRow(
+            event_id=msg.event_id, login_id=self.login.login_id, portal_id=msg.portal.portal_id,
+            room_id=msg.portal.room_id, message_id=prepared.message_id, raw=prepared.raw,
+            recipients=prepared.recipients,
+        ))
+        self.outbox.wake()
+        return MessageID(prepared.message_id)
+
+    async def handle_matrix_edit(self, edit: MatrixEdit) -> None:
+        if not self.connector.config.send_edits:
+            raise ActionNotSupported("Edits are not sent by email (email cannot be changed once sent).")
+        content = dict(edit.new_content)
+        content["body"] = "Correction: " + str(content.get("body", ""))
+        if isinstance(content.get("formatted_body"), str):
+            content["formatted_body"] = "<p><em>Correction:</em></p>" + content["formatted_body"]
+        msg = MatrixMessage(portal=edit.portal, event_id=edit.event_id, sender=edit.sender,
+                            content=content, timestamp_ms=0, reply_to=edit.target)
+        await self.handle_matrix_message(msg)
+
+    async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
+        row = await self.outbox.table.by_message_id(self.login.login_id, redaction.target)
+        if row and row.state == OutboxState.QUEUED:
+            await self.outbox.table.set_state(row.event_id, OutboxState.FAILED, last_error="cancelled")
+            raise ActionNotSupported("Cancelled: this mail had not been sent yet and will not be.")
+        raise ActionNotSupported("Email cannot be unsent: the mail stays in the recipients' mailboxes.")
+
+    async def handle_matrix_reaction(self, reaction: MatrixReaction) -> None:
+        if not self.connector.config.send_reactions:
+            if reaction.portal.room_id in self._reaction_notice_rooms:
+                return
+            self._reaction_notice_rooms.add(reaction.portal.room_id)
+            raise ActionNotSupported("Reactions are not sent by email (the bridge is configured so).")
+        msg = MatrixMessage(portal=reaction.portal, event_id=reaction.event_id, sender=reaction.sender,
+                            content={"msgtype": "m.text", "body": f"Reacted {reaction.key}"},
+                            timestamp_ms=0, reply_to=reaction.target)
+        await self.handle_matrix_message(msg)
+
+    async def handle_matrix_read_receipt(self, receipt: MatrixReadReceipt) -> None:
+        row = await self.mail_index.get(self.login.login_id, receipt.target)
+        if row is None or row.folder is None or row.uid is None:
+            return
+        try:
+            await ImapOps(self.imap_account()).set_seen(row.folder, row.uid)
+        except ImapError as e:
+            log.warning("Could not mark %s as read: %s", receipt.target, e.reason)
+
+    async def resolve_identifier(self, identifier: str) -> tuple[PortalID, NetworkUserID, ChatInfo]:
+        try:
+            mailbox = parse_mailbox(identifier)
+        except InvalidAddress as e:
+            raise ConnectorError(f"{identifier} is not an email address: {e.reason}") from None
+        user = ghost_id(mailbox)
+        return PortalID(f"dm:{user}"), user, ChatInfo(
+            is_direct=True, members=[ChatMember(user, user_info(mailbox))])

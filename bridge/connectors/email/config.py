@@ -1,0 +1,93 @@
+"""The `network.email` config section, validated into a typed record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ...network import ConfigError
+
+SECTION = "network.email"
+
+
+def example_config() -> str:
+    return resources.files(__package__).joinpath("example-config.yaml").read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class EmailConfig:
+    ca_file: str | None = None
+    timeout: float = 30.0
+    extra_folders: list[str] = field(default_factory=list)
+    sync_sent: bool = True
+    idle_renew_s: float = 25 * 60
+    poll_interval_s: float = 60.0
+    backfill_days: int = 7
+    backfill_messages: int = 50
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_mime_depth: int = 20
+    max_parts: int = 200
+    max_header_bytes: int = 256 * 1024
+    parse_time_budget: float = 5.0
+    max_recipients: int = 50
+    max_mails_per_hour: int = 100
+    retry_schedule: list[float] = field(default_factory=lambda: [30, 120, 600, 1800, 7200])
+    send_edits: bool = True
+    send_reactions: bool = False
+
+
+def _get(section: dict[str, Any], path: str, kind: type | tuple[type, ...]) -> Any:
+    node: Any = section
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{SECTION}.{path}", "missing")
+        node = node[part]
+    if isinstance(node, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{SECTION}.{path}", "must be a number")
+    if node is not None and not isinstance(node, kind):
+        raise ConfigError(f"{SECTION}.{path}", f"has the wrong type ({type(node).__name__})")
+    return node
+
+
+def _positive(section: dict[str, Any], path: str) -> float:
+    value = _get(section, path, (int, float))
+    if value is None or value <= 0:
+        raise ConfigError(f"{SECTION}.{path}", "must be a positive number")
+    return value
+
+
+def parse_config(section: dict[str, Any]) -> EmailConfig:
+    ca_file = _get(section, "ca_file", str)
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"{SECTION}.ca_file", f"file {ca_file} does not exist")
+    renew = _positive(section, "imap.idle_renew_minutes")
+    if renew >= 29:
+        raise ConfigError(f"{SECTION}.imap.idle_renew_minutes", "must be below 29 (servers end IDLE at 30)")
+    schedule = _get(section, "outbound.retry_schedule", list)
+    if not schedule or not all(isinstance(x, (int, float)) and x > 0 for x in schedule):
+        raise ConfigError(f"{SECTION}.outbound.retry_schedule", "must be a list of positive seconds")
+    folders = _get(section, "imap.extra_folders", list) or []
+    if not all(isinstance(f, str) and f for f in folders):
+        raise ConfigError(f"{SECTION}.imap.extra_folders", "must be a list of folder names")
+    return EmailConfig(
+        ca_file=ca_file,
+        timeout=_positive(section, "timeout"),
+        extra_folders=list(folders),
+        sync_sent=bool(_get(section, "imap.sync_sent", bool)),
+        idle_renew_s=renew * 60,
+        poll_interval_s=_positive(section, "imap.poll_interval"),
+        backfill_days=int(_get(section, "backfill.max_age_days", int)),
+        backfill_messages=int(_get(section, "backfill.max_messages", int)),
+        max_message_bytes=int(_positive(section, "limits.max_message_bytes")),
+        max_mime_depth=int(_positive(section, "limits.max_mime_depth")),
+        max_parts=int(_positive(section, "limits.max_parts")),
+        max_header_bytes=int(_positive(section, "limits.max_header_bytes")),
+        parse_time_budget=_positive(section, "limits.parse_time_budget"),
+        max_recipients=int(_positive(section, "outbound.max_recipients")),
+        max_mails_per_hour=int(_positive(section, "outbound.max_mails_per_hour")),
+        retry_schedule=[float(x) for x in schedule],
+        send_edits=bool(_get(section, "outbound.send_edits", bool)),
+        send_reactions=bool(_get(section, "outbound.send_reactions", bool)),
+    )

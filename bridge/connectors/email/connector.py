@@ -1,0 +1,71 @@
+"""The email NetworkConnector: config, database, login flow and per-login clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mautrix.util.async_db import UpgradeTable
+
+from ...network import BridgeAPI, LoginAPI, LoginProcess, NetworkClient, NetworkConnector
+from .client import EmailClient
+from .config import EmailConfig, example_config, parse_config
+from .db import upgrade_table
+from .inbound.limits import ParseLimits
+from .login import EmailLogin
+
+
+class EmailConnector(NetworkConnector):
+    name = "email"
+    display_name = "Email"
+    user_id_description = "an email address"
+
+    def __init__(self) -> None:
+        self._bridge: BridgeAPI | None = None
+        self.config = EmailConfig()
+
+    @property
+    def bridge(self) -> BridgeAPI:
+        assert self._bridge is not None, "connector not started"
+        return self._bridge
+
+    def example_config(self) -> str:
+        return example_config()
+
+    def validate_config(self, section: dict[str, Any]) -> None:
+        parse_config(section)
+
+    @property
+    def upgrade_table(self) -> UpgradeTable:
+        return upgrade_table
+
+    @property
+    def parse_limits(self) -> ParseLimits:
+        c = self.config
+        return ParseLimits(max_bytes=c.max_message_bytes, max_mime_depth=c.max_mime_depth,
+                           max_parts=c.max_parts, max_header_bytes=c.max_header_bytes,
+                           time_budget_s=c.parse_time_budget)
+
+    async def start(self, bridge: BridgeAPI, config: dict[str, Any]) -> None:
+        self._bridge = bridge
+        self.config = parse_config(config)
+
+    def create_login(self, user_mxid: str) -> LoginProcess:
+        return EmailLogin(self, user_mxid)
+
+    def make_client(self, login: LoginAPI) -> EmailClient:
+        return EmailClient(self, login)
+
+    async def load_login(self, login: LoginAPI) -> NetworkClient:
+        return self.make_client(login)
+
+    def cli_commands(self) -> dict[str, Callable[[list[str]], int]]:
+        return {"preview": _preview_command}
+
+
+def _preview_command(argv: list[str]) -> int:
+    from .inbound.preview import main
+
+    return main(argv)
+
+

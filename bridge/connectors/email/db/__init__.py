@@ -1,0 +1,18 @@
+"""The email connector's own tables (version table `email_version`)."""
+
+from __future__ import annotations
+
+from .checkpoint import CheckpointTable
+from .mail_index import MailIndexRow, MailIndexTable
+from .outbox import OutboxRow, OutboxState, OutboxTable
+from .upgrade import upgrade_table
+
+__all__ = [
+    "CheckpointTable",
+    "MailIndexRow",
+    "MailIndexTable",
+    "OutboxRow",
+    "OutboxState",
+    "OutboxTable",
+    "upgrade_table",
+]

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import json
+
+from mautrix.util.async_db import Database
+
+from bridge.db.rows import Record
+
+_COLUMNS = "login_id, message_id, portal_id, subject, sender, recipients, cc, refs, folder, uid, sent_at"
+
+
+@dataclass(slots=True)
+class MailIndexRow:
+    """What outbound replies need to know about a mail: subject, people and references."""
+
+    login_id: str
+    message_id: str
+    portal_id: str
+    subject: str = ""
+    sender: str = ""
+    recipients: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
+    folder: str | None = None
+    uid: int | None = None
+    sent_at: int = 0
+
+    @classmethod
+    def from_record(cls, r: Record) -> MailIndexRow:
+        return cls(r["login_id"], r["message_id"], r["portal_id"], r["subject"], r["sender"],
+                   json.loads(r["recipients"]), json.loads(r["cc"]), json.loads(r["refs"]),
+                   r["folder"], r["uid"], r["sent_at"])
+
+
+class MailIndexTable:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def upsert(self, m: MailIndexRow) -> None:
+        await self.db.execute(
+            f"""INSERT INTO email_mail ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+                ON CONFLICT (login_id, message_id) DO UPDATE SET
+                folder=COALESCE(excluded.folder, email_mail.folder),
+                uid=COALESCE(excluded.uid, email_mail.uid)""",
+            m.login_id, m.message_id, m.portal_id, m.subject, m.sender, json.dumps(m.recipients),
+            json.dumps(m.cc), json.dumps(m.refs), m.folder, m.uid, m.sent_at,
+        )
+
+    async def get(self, login_id: str, message_id: str) -> MailIndexRow | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM email_mail WHERE login_id=$1 AND message_id=$2", login_id, message_id
+        )
+        return MailIndexRow.from_record(row) if row else None
+
+    async def latest_in_portal(self, login_id: str, portal_id: str) -> MailIndexRow | None:
+        row = await self.db.fetchrow(
+            f"""SELECT {_COLUMNS} FROM email_mail WHERE login_id=$1 AND portal_id=$2
+                ORDER BY sent_at DESC LIMIT 1""",
+            login_id, portal_id,
+        )
+        return MailIndexRow.from_record(row) if row else None
+
+    async def portal_for_any(self, login_id: str, message_ids: list[str]) -> str | None:
+        """The portal of the first known mail among `message_ids` (for threading replies)."""
+        for mid in message_ids:
+            row = await self.db.fetchrow(
+                "SELECT portal_id FROM email_mail WHERE login_id=$1 AND message_id=$2", login_id, mid
+            )
+            if row:
+                return row["portal_id"]
+        return None
+
+    async def delete_login(self, login_id: str) -> None:
+        await self.db.execute("DELETE FROM email_mail WHERE login_id=$1", login_id)

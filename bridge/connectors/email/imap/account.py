@@ -1,0 +1,58 @@
+"""IMAP account settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import ipaddress
+import ssl
+
+from .errors import ImapConfigError
+
+SECURITY_MODES = ("tls", "starttls", "plain")
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback IP literals (127.0.0.0/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ImapAccount:
+    """Where and how to log in to one mailbox.
+
+    `security`: "tls" (implicit TLS, usually port 993), "starttls" (usually 143) or "plain"
+    (no encryption, only accepted for a loopback host). Certificates are always verified,
+    against `ca_file` when given, else against the system trust store. `timeout` (seconds)
+    bounds connecting and every single command.
+    """
+
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str = field(repr=False)
+    ca_file: str | None = None
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.security not in SECURITY_MODES:
+            raise ImapConfigError(
+                f"unknown IMAP security mode {self.security!r} (use tls, starttls or plain)"
+            )
+        if self.security == "plain" and not is_loopback(self.host):
+            raise ImapConfigError(
+                "unencrypted IMAP is only allowed to this machine; use tls or starttls"
+            )
+        if not 0 < self.port < 65536:
+            raise ImapConfigError(f"invalid IMAP port {self.port}")
+        if self.timeout <= 0:
+            raise ImapConfigError("the IMAP timeout must be positive")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying client context (hostname and chain checked)."""
+        return ssl.create_default_context(cafile=self.ca_file)

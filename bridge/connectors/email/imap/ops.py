@@ -1,0 +1,132 @@
+"""Single mailbox operations for the outbound side, each on its own short-lived session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+import logging
+
+from .account import ImapAccount
+from .connection import ImapConnection
+from .errors import ImapFolderError
+from .folder_sync import MESSAGE_ID_ITEMS, MESSAGE_ID_SECTION, message_id_of
+from .responses import quote
+
+log = logging.getLogger(__name__)
+
+# names tried when the server does not mark folders with SPECIAL-USE attributes (RFC 6154)
+FALLBACK_NAMES: dict[str, tuple[str, ...]] = {
+    "\\Sent": ("Sent", "Sent Items", "Sent Messages", "INBOX/Sent", "INBOX.Sent"),
+    "\\Drafts": ("Drafts", "INBOX/Drafts", "INBOX.Drafts"),
+    "\\Trash": ("Trash", "Deleted Items", "INBOX/Trash", "INBOX.Trash"),
+    "\\Junk": ("Junk", "Spam", "INBOX/Junk", "INBOX.Junk"),
+    "\\Archive": ("Archive", "INBOX/Archive", "INBOX.Archive"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an appended message landed; uid/uidvalidity are None without UIDPLUS."""
+
+    folder: str
+    uidvalidity: int | None
+    uid: int | None
+
+
+class ImapOps:
+    """set_seen / find_uid_by_message_id / append / special_use_folder for one account.
+
+    Every call opens a session, does its work and logs out, so it never interferes with the
+    sync engine's IDLE connection. Errors are ImapError subclasses.
+    """
+
+    def __init__(self, account: ImapAccount) -> None:
+        self.account = account
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[ImapConnection]:
+        conn = await ImapConnection.open(self.account)
+        try:
+            yield conn
+        except BaseException:
+            conn.abort()
+            raise
+        await conn.close()
+
+    async def set_seen(self, folder: str, uid: int, *, uidvalidity: int | None = None) -> bool:
+        """Add \\Seen to one message (a no-op on the server if it is gone).
+
+        With `uidvalidity`, nothing is changed when the folder's UIDVALIDITY differs (the UID
+        would name another message). Returns whether the flag was stored.
+        """
+        async with self._session() as conn:
+            status = await conn.select(folder)
+            if uidvalidity is not None and status.uidvalidity != uidvalidity:
+                log.info("not marking %s UID %d seen: UIDVALIDITY changed", folder, uid)
+                return False
+            await conn.uid_store([uid], "+FLAGS.SILENT", ["\\Seen"])
+        return True
+
+    async def find_uid_by_message_id(self, folder: str, message_id: str) -> int | None:
+        """UID of the (lowest-UID) message in `folder` whose Message-ID equals `message_id`."""
+        wanted = " ".join(message_id.split())
+        if not wanted or not wanted.isascii():
+            return None
+        async with self._session() as conn:
+            await conn.select(folder)
+            candidates = await conn.uid_search("HEADER", "Message-ID", quote(wanted))
+            if not candidates:
+                return None
+            # SEARCH HEADER matches substrings: confirm the exact value
+            for rec in sorted(
+                await conn.uid_fetch(candidates, MESSAGE_ID_ITEMS), key=lambda r: r.uid or 0
+            ):
+                if message_id_of(rec.sections.get(MESSAGE_ID_SECTION)) == wanted:
+                    return rec.uid
+        return None
+
+    async def special_use_folder(self, flag: str) -> str | None:
+        """Folder carrying the SPECIAL-USE attribute `flag` (e.g. "\\Sent"), else None."""
+        async with self._session() as conn:
+            return await self._special_use(conn, flag, fallback=False)
+
+    async def append(
+        self,
+        raw: bytes,
+        *,
+        folder_special_use: str = "\\Sent",
+        flags: Sequence[str] = ("\\Seen",),
+        date: datetime | None = None,
+    ) -> AppendResult:
+        """APPEND `raw` to the folder found by SPECIAL-USE (falling back to usual names)."""
+        async with self._session() as conn:
+            folder = await self._special_use(conn, folder_special_use, fallback=True)
+            if folder is None:
+                raise ImapFolderError(
+                    folder_special_use,
+                    f"the mailbox has no {folder_special_use.lstrip(chr(92))} folder",
+                )
+            appended = await conn.append(folder, raw, flags=flags, date=date)
+        uidvalidity, uid = appended if appended else (None, None)
+        return AppendResult(folder=folder, uidvalidity=uidvalidity, uid=uid)
+
+    async def _special_use(self, conn: ImapConnection, flag: str, *, fallback: bool) -> str | None:
+        entries = [e for e in await conn.list_folders() if "\\NOSELECT" not in _upper(e.flags)]
+        for entry in entries:
+            if flag.upper() in _upper(entry.flags):
+                return entry.name
+        if not fallback:
+            return None
+        by_name = {e.name.lower(): e.name for e in entries}
+        fallbacks = {k.upper(): v for k, v in FALLBACK_NAMES.items()}.get(flag.upper(), ())
+        for name in fallbacks:
+            if name.lower() in by_name:
+                log.debug("no %s attribute; using folder %r", flag, by_name[name.lower()])
+                return by_name[name.lower()]
+        return None
+
+
+def _upper(flags: frozenset[str]) -> set[str]:
+    return {f.upper() for f in flags}

@@ -1,0 +1,232 @@
+"""The sync engine: keeps one mailbox login in sync and reconnects on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .account import ImapAccount
+from .backoff import Backoff
+from .checkpoint import CheckpointStore
+from .connection import ImapConnection
+from .errors import ImapAuthFailed, ImapError, ImapFolderError
+from .folder_sync import FolderSyncer, SyncStopped
+from .policy import Backfill, DeliveryRetry
+from .sink import MailSink
+from .state import StateListener, SyncState
+
+log = logging.getLogger(__name__)
+
+
+class ImapSync:
+    """Keeps `folders` of one account in sync with `sink` over a single IMAP connection.
+
+    The first folder (INBOX by default) is watched with IDLE, re-issued every `idle_renew_s`
+    (well inside the 29 min servers allow); each IDLE wake-up, renewal or timeout is followed
+    by a UID catch-up, so nothing depends on the server's push being seen. Other folders are
+    caught up every `poll_interval_s` by leaving IDLE briefly. Without IDLE (server lacks it, or
+    `use_idle=False`) all folders are polled every `poll_interval_s`.
+
+    On any connection failure the engine reports TRANSIENT_DISCONNECT and reconnects after a
+    jittered exponential back-off, reporting CONNECTED once logged in again; errors raised by
+    the sink or the checkpoint store are treated the same way (the mail is retried from the
+    last checkpoint). A rejected login reports BAD_CREDENTIALS and ends retrying until
+    `start()` is called again.
+    """
+
+    def __init__(
+        self,
+        account: ImapAccount,
+        *,
+        sink: MailSink,
+        checkpoints: CheckpointStore,
+        listener: StateListener,
+        folders: list[str] | None = None,
+        backfill: Backfill | None = None,
+        idle_renew_s: float = 25 * 60,
+        poll_interval_s: float = 60.0,
+        use_idle: bool = True,
+        backoff: Backoff | None = None,
+        delivery_retry: DeliveryRetry | None = None,
+        batch_size: int = 50,
+        batch_bytes: int = 20_000_000,
+        stop_grace_s: float = 2.0,
+    ) -> None:
+        self.account = account
+        self.folders = list(folders) if folders else ["INBOX"]
+        if len(set(self.folders)) != len(self.folders):
+            raise ValueError("folders must be distinct")
+        self.idle_renew_s = idle_renew_s
+        self.poll_interval_s = poll_interval_s
+        self.use_idle = use_idle
+        self.stop_grace_s = stop_grace_s
+        self._listener = listener
+        self._backoff = backoff or Backoff(initial_s=1.0, max_s=300.0)
+        self._stop = asyncio.Event()
+        self._syncer = FolderSyncer(
+            sink=sink,
+            checkpoints=checkpoints,
+            backfill=backfill or Backfill(),
+            retry=delivery_retry or DeliveryRetry(),
+            stop=self._stop,
+            batch_size=batch_size,
+            batch_bytes=batch_bytes,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._reported: tuple[SyncState, str | None] | None = None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def state(self) -> SyncState | None:
+        """The last reported state (None before the first start)."""
+        return self._reported[0] if self._reported else None
+
+    async def start(self) -> None:
+        """Start syncing in the background; no-op if already running."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._backoff.reset()
+        self._reported = None
+        self._task = asyncio.create_task(
+            self._run(), name=f"imap-sync:{self.account.username}"
+        )
+
+    async def stop(self) -> None:
+        """Stop syncing: leave IDLE and LOGOUT, or cancel after `stop_grace_s` if the sink
+        is busy. Idempotent; safe to call when never started."""
+        task = self._task
+        if task is None:
+            return
+        self._stop.set()
+        if task is asyncio.current_task():
+            return  # called from our own listener callback: the loop ends by itself
+        if not task.done():
+            done, _ = await asyncio.wait({task}, timeout=self.stop_grace_s)
+            if not done:
+                log.info("IMAP sync of %s did not stop in time; cancelling", self.account.username)
+                task.cancel()
+                await asyncio.wait({task})
+        if self._task is task:
+            self._task = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("IMAP sync of %s ended with an error", self.account.username, exc_info=exc)
+
+    async def run_once(self) -> None:
+        """Connect, catch up every folder once, log out. Errors are raised, not reported."""
+        if self.running:
+            raise RuntimeError("run_once() cannot be used while the engine is started")
+        self._stop.clear()
+        conn = await ImapConnection.open(self.account)
+        try:
+            await self._sync_all(conn)
+        except BaseException:
+            conn.abort()
+            raise
+        await conn.close()
+
+    # ------------------------------------------------------------------ engine
+
+    async def _run(self) -> None:
+        user = self.account.username
+        await self._report(SyncState.CONNECTING, None)
+        while not self._stop.is_set():
+            conn: ImapConnection | None = None
+            try:
+                conn = await ImapConnection.open(self.account)
+                log.info("IMAP session for %s established", user)
+                await self._report(SyncState.CONNECTED, None)
+                await self._session(conn)
+            except asyncio.CancelledError:
+                if conn is not None:
+                    conn.abort()
+                raise
+            except SyncStopped:
+                pass
+            except ImapAuthFailed as exc:
+                log.warning("IMAP login for %s rejected: %s", user, exc.reason)
+                await self._close(conn)
+                await self._report(SyncState.BAD_CREDENTIALS, exc.reason)
+                return
+            except ImapError as exc:
+                log.warning("IMAP sync of %s interrupted: %s", user, exc.reason)
+                await self._close(conn)
+                await self._disconnected(exc.reason)
+                continue
+            except Exception as exc:
+                log.exception("IMAP sync of %s failed", user)
+                await self._close(conn)
+                await self._disconnected(f"mail sync failed ({type(exc).__name__}); retrying")
+                continue
+            await self._close(conn)
+
+    async def _disconnected(self, reason: str) -> None:
+        if self._stop.is_set():
+            return
+        await self._report(SyncState.TRANSIENT_DISCONNECT, reason)
+        delay = self._backoff.next_delay()
+        log.info("reconnecting %s in %.1f s", self.account.username, delay)
+        await self._wait_stop(delay)
+
+    async def _session(self, conn: ImapConnection) -> None:
+        loop = asyncio.get_running_loop()
+        primary, others = self.folders[0], self.folders[1:]
+        await self._sync_all(conn)
+        self._backoff.reset()
+        next_poll = loop.time() + self.poll_interval_s
+        while not self._stop.is_set():
+            if self.use_idle and conn.supports_idle:
+                wait = self.idle_renew_s
+                if others:
+                    wait = min(wait, next_poll - loop.time())
+                if wait > 0:
+                    await conn.idle(wait, wake=self._stop)
+                if self._stop.is_set():
+                    return
+                if others and loop.time() >= next_poll:
+                    await self._sync_all(conn)
+                    next_poll = loop.time() + self.poll_interval_s
+                else:
+                    await self._syncer.sync(conn, primary)
+            else:
+                if await self._wait_stop(self.poll_interval_s):
+                    return
+                await self._sync_all(conn)
+
+    async def _sync_all(self, conn: ImapConnection) -> None:
+        """Catch up every folder; the primary one last, so it stays selected for IDLE."""
+        for folder in self.folders[1:]:
+            try:
+                await self._syncer.sync(conn, folder)
+            except ImapFolderError as exc:
+                # a missing secondary folder must not stop INBOX from syncing
+                log.warning(
+                    "skipping folder %r of %s: %s", folder, self.account.username, exc.reason
+                )
+        await self._syncer.sync(conn, self.folders[0])
+
+    async def _close(self, conn: ImapConnection | None) -> None:
+        if conn is not None:
+            await conn.close()
+
+    async def _wait_stop(self, delay: float) -> bool:
+        """Sleep `delay` seconds or until stop is requested; True if stop was requested."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), delay)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _report(self, state: SyncState, reason: str | None) -> None:
+        if self._reported == (state, reason):
+            return
+        self._reported = (state, reason)
+        try:
+            await self._listener.on_state(state, reason)
+        except Exception:
+            log.exception("state listener failed on %s", state.value)

@@ -1,0 +1,116 @@
+"""The email login flow: address and password, then the servers (with domain defaults).
+
+Both servers are tried before anything is saved; each kind of failure gets its own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ...network import (
+    LoginAPI,
+    LoginFailed,
+    LoginField,
+    LoginProcess,
+    LoginStep,
+    LoginStepKind,
+    UserLoginID,
+)
+from .addresses import InvalidAddress, address_key, parse_mailbox
+from .imap import ImapAccount, ImapError, check_login as check_imap
+from .outbound.smtp_submit import SmtpAccount, SmtpError, check_login as check_smtp
+from .servers import ServerSpec, default_spec, parse_spec
+
+if TYPE_CHECKING:
+    from .connector import EmailConnector
+
+
+class EmailLogin(LoginProcess):
+    """Step 1: address + password. Step 2: IMAP and SMTP servers, defaulting from the domain."""
+
+    def __init__(self, connector: EmailConnector, user_mxid: str) -> None:
+        self.connector = connector
+        self.user_mxid = user_mxid
+        self.address = ""
+        self.display_name = ""
+        self.password = ""
+
+    async def start(self) -> LoginStep:
+        return LoginStep(
+            kind=LoginStepKind.USER_INPUT,
+            step_id="credentials",
+            instructions="Log in to your mailbox. App passwords work too.",
+            fields=[
+                LoginField("address", "Email address", "the address you log in with"),
+                LoginField("password", "Password", "your mail password or app password", secret=True),
+            ],
+        )
+
+    async def submit(self, values: dict[str, str]) -> LoginStep:
+        if "address" in values:
+            return self._credentials(values)
+        return await self._servers(values)
+
+    def _credentials(self, values: dict[str, str]) -> LoginStep:
+        try:
+            mailbox = parse_mailbox(values["address"])
+        except InvalidAddress as e:
+            raise LoginFailed(f"That is not an email address: {e.reason}") from None
+        if not values.get("password"):
+            raise LoginFailed("The password must not be empty.")
+        self.address, self.display_name = mailbox.addr, mailbox.name
+        self.password = values["password"]
+        domain = mailbox.domain
+        return LoginStep(
+            kind=LoginStepKind.USER_INPUT,
+            step_id="servers",
+            instructions="Which servers? Format host:port:security (tls, starttls or plain).",
+            fields=[
+                LoginField("imap", "IMAP server", "for receiving", default=str(default_spec("imap", domain))),
+                LoginField("smtp", "SMTP server", "for sending", default=str(default_spec("smtp", domain))),
+            ],
+        )
+
+    async def _servers(self, values: dict[str, str]) -> LoginStep:
+        imap_spec = parse_spec("imap", values["imap"])
+        smtp_spec = parse_spec("smtp", values["smtp"])
+        cfg = self.connector.config
+        try:
+            imap = ImapAccount(imap_spec.host, imap_spec.port, imap_spec.security, self.address,
+                               self.password, cfg.ca_file, cfg.timeout)
+        except ImapError as e:
+            raise LoginFailed(f"IMAP: {e.reason}") from None
+        smtp = SmtpAccount(smtp_spec.host, smtp_spec.port, smtp_spec.security,  # type: ignore[arg-type]
+                           self.address, self.password, cfg.ca_file, cfg.timeout)
+        imap_result, smtp_result = await asyncio.gather(check_imap(imap), check_smtp(smtp),
+                                                        return_exceptions=True)
+        problems = []
+        for kind, spec, result in (("IMAP", imap_spec, imap_result), ("SMTP", smtp_spec, smtp_result)):
+            if isinstance(result, (ImapError, SmtpError)):
+                problems.append(f"{kind} ({spec}): {result.reason}")
+            elif isinstance(result, BaseException):
+                raise result
+        if problems:
+            raise LoginFailed(" ".join(problems))
+        return self._complete(imap_spec, smtp_spec)
+
+    def _complete(self, imap: ServerSpec, smtp: ServerSpec) -> LoginStep:
+        bridge = self.connector.bridge
+        api = LoginAPI(
+            login_id=UserLoginID(address_key(self.address)),
+            user_mxid=self.user_mxid,
+            remote_name=self.address,
+            metadata={
+                "address": self.address,
+                "display_name": self.display_name,
+                "username": self.address,
+                "password": bridge.encrypt_secret(self.password),
+                "imap": imap.to_json(),
+                "smtp": smtp.to_json(),
+            },
+        )
+        client = self.connector.make_client(api)
+        return LoginStep(kind=LoginStepKind.COMPLETE, step_id="complete",
+                         instructions=f"Logged in as {self.address}. New mail will appear in rooms.",
+                         client=client)

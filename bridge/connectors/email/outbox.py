@@ -1,0 +1,137 @@
+"""The durable outbox of one login: queued -> sending -> sent / failed, with retries.
+
+A mail is stored whole (its exact bytes) before the Matrix event is acknowledged, so a restart
+resumes without composing it again. Temporary failures (4xx, timeouts, unreachable server) are
+retried on the configured schedule; permanent ones (5xx) fail at once, per recipient where the
+server says so. The room shows the outcome through the core's send-status reporting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email import policy
+from email.parser import BytesParser
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ...network import PortalRef, PortalID
+from .db import OutboxRow, OutboxState, OutboxTable
+from .outbound.smtp_submit import (
+    SmtpAuthFailed,
+    SmtpError,
+    SmtpPermanent,
+    SubmitResult,
+    submit,
+)
+
+if TYPE_CHECKING:
+    from .client import EmailClient
+
+log = logging.getLogger("letterbox.email.outbox")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Outbox:
+    def __init__(self, client: EmailClient, table: OutboxTable) -> None:
+        self.client = client
+        self.table = table
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"outbox-{self.client.address}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        login_id = self.client.login.login_id
+        while True:
+            self._wake.clear()
+            try:
+                for row in await self.table.due(login_id, _now_ms()):
+                    await self._send(row)
+                next_due = await self.table.next_due_time(login_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Outbox of %s failed; retrying shortly", self.client.address)
+                next_due = _now_ms() + 5000
+            wait = 3600.0 if next_due is None else max(0.0, (next_due - _now_ms()) / 1000)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def _send(self, row: OutboxRow) -> None:
+        portal = PortalRef(PortalID(row.portal_id), row.room_id, row.portal_id.startswith("dm:"))
+        await self.table.set_state(row.event_id, OutboxState.SENDING)
+        message = BytesParser(policy=policy.SMTP).parsebytes(row.raw)
+        try:
+            result = await submit(message, self.client.smtp_account(), envelope_from=self.client.address,
+                                  recipients=row.recipients)
+        except SmtpPermanent as e:
+            await self._failed(row, portal, _server_reply(e))
+            return
+        except SmtpError as e:
+            await self._retry_later(row, portal, e, _server_reply(e))
+            return
+        await self._sent(row, portal, result)
+
+    async def _retry_later(self, row: OutboxRow, portal: PortalRef, exc: SmtpError, reply: str) -> None:
+        schedule = self.client.connector.config.retry_schedule
+        attempts = row.attempts + 1
+        if attempts > len(schedule):
+            await self._failed(row, portal, f"gave up after {attempts} attempts: {reply}")
+            return
+        delay = schedule[attempts - 1]
+        log.info("Mail %s for %s deferred (%s); attempt %d in %.0fs", row.message_id, row.recipients,
+                 reply, attempts + 1, delay)
+        await self.table.set_state(row.event_id, OutboxState.QUEUED, attempts=attempts,
+                                   next_attempt=_now_ms() + int(delay * 1000), last_error=reply)
+        if isinstance(exc, SmtpAuthFailed):
+            await self.client.report_smtp_auth_failure(exc.reason)
+        if attempts == 1:
+            await self.client.bridge.report_send_status(
+                portal, row.event_id, delivered=False, retrying=True,
+                reason=f"Not sent yet, will retry: {reply}")
+
+    async def _failed(self, row: OutboxRow, portal: PortalRef, reply: str) -> None:
+        log.warning("Mail %s failed permanently: %s", row.message_id, reply)
+        await self.table.set_state(row.event_id, OutboxState.FAILED, last_error=reply)
+        await self.client.bridge.report_send_status(portal, row.event_id, delivered=False, reason=reply)
+
+    async def _sent(self, row: OutboxRow, portal: PortalRef, result: SubmitResult) -> None:
+        await self.table.set_state(row.event_id, OutboxState.SENT, attempts=row.attempts + 1)
+        log.info("Mail %s accepted for %s", row.message_id, result.accepted)
+        if result.permanent_refused:
+            refused = "; ".join(f"{a}: {c} {t}" for a, (c, t) in result.permanent_refused.items())
+            await self.client.bridge.notify_portal(self.client.login.login_id, portal,
+                                                   f"Not delivered to {refused}", reply_to_event=row.event_id)
+        if result.transient_refused:
+            retry = OutboxRow(
+                event_id=f"{row.event_id}#retry{row.attempts + 1}", login_id=row.login_id,
+                portal_id=row.portal_id, room_id=row.room_id, message_id=row.message_id, raw=row.raw,
+                recipients=list(result.transient_refused), attempts=1,
+                next_attempt=_now_ms() + int(self.client.connector.config.retry_schedule[0] * 1000),
+            )
+            await self.table.insert(retry)
+        await self.client.bridge.report_send_status(portal, row.event_id, delivered=True)
+        await self.client.append_to_sent(row.raw)
+
+
+def _server_reply(exc: SmtpError) -> str:
+    if exc.code:
+        return f"{exc.code} {exc.text}".strip()
+    return exc.reason

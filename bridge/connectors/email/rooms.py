@@ -1,0 +1,58 @@
+"""Which room a mail belongs to: one room per set of correspondents, or per mailing list."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ...network import ChatInfo, ChatMember, NetworkUserID, PortalID, UserInfo
+from .addresses import Mailbox, address_key
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKey:
+    portal_id: PortalID
+    info: ChatInfo
+
+
+def ghost_id(mailbox: Mailbox | str) -> NetworkUserID:
+    return NetworkUserID(address_key(mailbox.addr if isinstance(mailbox, Mailbox) else mailbox))
+
+
+def user_info(mailbox: Mailbox) -> UserInfo:
+    return UserInfo(name=mailbox.display(), identifiers=[f"mailto:{mailbox.addr}"])
+
+
+def correspondents(people: list[Mailbox], own: set[str]) -> list[Mailbox]:
+    """Everyone in `people` except the user's own addresses, each once, in order."""
+    seen: set[str] = set()
+    out: list[Mailbox] = []
+    for mb in people:
+        key = address_key(mb.addr)
+        if key in own or key in seen:
+            continue
+        seen.add(key)
+        out.append(mb)
+    return out
+
+
+def room_for(people: list[Mailbox], own: set[str], list_id: str | None, list_name: str | None = None) -> RoomKey:
+    """A list gets its own room; one other person a DM; several a group room."""
+    others = correspondents(people, own)
+    if list_id:
+        return RoomKey(PortalID(f"list:{list_id.lower()}"),
+                       ChatInfo(name=list_name or list_id, topic=f"Mailing list {list_id}",
+                                members=[ChatMember(ghost_id(m), user_info(m)) for m in others[:1]]))
+    if not others:
+        # Mail to oneself: a "notes" DM with one's own ghost.
+        me = next(iter(sorted(own)))
+        return RoomKey(PortalID(f"dm:{me}"), ChatInfo(is_direct=True, members=[
+            ChatMember(NetworkUserID(me), UserInfo(name=me))]))
+    members = [ChatMember(ghost_id(m), user_info(m)) for m in others]
+    if len(others) == 1:
+        return RoomKey(PortalID(f"dm:{address_key(others[0].addr)}"), ChatInfo(is_direct=True, members=members))
+    keys = sorted(address_key(m.addr) for m in others)
+    joined = ",".join(keys)
+    portal = f"group:{joined}" if len(joined) <= 200 else "group:" + hashlib.sha256(joined.encode()).hexdigest()
+    name = ", ".join(m.name or m.addr for m in others[:4]) + (f" +{len(others) - 4}" if len(others) > 4 else "")
+    return RoomKey(PortalID(portal), ChatInfo(name=name, members=members, is_direct=False))

@@ -1,0 +1,1 @@
+"""The network-agnostic core: appservice intake, users, logins, ghosts, portals, commands."""

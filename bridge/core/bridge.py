@@ -1,0 +1,425 @@
+"""The bridge process: database, appservice API, intake, users, logins and portals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+from aiohttp import ClientSession, TCPConnector, web
+from mautrix.appservice import AppServiceAPI, IntentAPI
+from mautrix.api import Method, Path
+from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
+from mautrix.util.async_db import Database
+
+from .. import __version__
+from ..db import (
+    GhostTable,
+    InboxTable,
+    MessageTable,
+    PortalRow,
+    PortalTable,
+    UserLoginRow,
+    UserLoginTable,
+    UserRow,
+    UserTable,
+    upgrade_table,
+)
+from ..network import (
+    LoginState,
+    LoginStateEvent,
+    MessageID,
+    NetworkClient,
+    NetworkConnector,
+    PortalRef,
+    RemoteEvent,
+    UserLoginID,
+)
+from .config import Config
+from .ghost import Ghosts
+from .intake import Intake
+from .permissions import Level, level_for
+from .portal import Portal
+from .processor import InboxProcessor
+from .secrets import SecretBox
+from .state_store import StateStore
+from .user import User
+from .user_login import UserLogin
+
+log = logging.getLogger("letterbox.bridge")
+
+_STATE_TEXT = {
+    LoginState.CONNECTING: "connecting",
+    LoginState.CONNECTED: "connected",
+    LoginState.TRANSIENT_DISCONNECT: "disconnected, retrying",
+    LoginState.BAD_CREDENTIALS: "the server refused the credentials; log in again",
+    LoginState.LOGGED_OUT: "logged out",
+    LoginState.UNKNOWN_ERROR: "error",
+}
+
+
+class Bridge:
+    """Implements the connector-facing `BridgeAPI` and owns all core state."""
+
+    def __init__(self, config: Config, connector: NetworkConnector) -> None:
+        self.config = config
+        self.connector = connector
+        self.domain: str = config["homeserver.domain"]
+        url = str(config["database.url"])
+        db_args: dict[str, Any] = {}
+        if url.startswith("postgres"):
+            db_args = {"min_size": 1, "max_size": int(config.get("database.max_connections", 10))}
+        self.db = Database.create(url, upgrade_table=upgrade_table, db_args=db_args,
+                                  log=logging.getLogger("letterbox.db"))
+        self._connector_db = Database.create(url, upgrade_table=connector.upgrade_table,
+                                             log=logging.getLogger(f"letterbox.db.{connector.name}"))
+        self.users_table = UserTable(self.db)
+        self.logins_table = UserLoginTable(self.db)
+        self.portals_table = PortalTable(self.db)
+        self.messages = MessageTable(self.db)
+        self.inbox = InboxTable(self.db)
+        self.secret_box = SecretBox.from_config(
+            str(config["bridge.secrets.key_id"]), str(config["bridge.secrets.key"]),
+            dict(config.get("bridge.secrets.old_keys", {}) or {}),
+        )
+        self.permissions: dict[str, str] = dict(config["bridge.permissions"])
+        self.bot_mxid = UserID(f"@{config['appservice.bot_username']}:{self.domain}")
+        self._session: ClientSession | None = None
+        self.az: AppServiceAPI | None = None
+        self._bot: IntentAPI | None = None
+        self.ghosts: Ghosts
+        self.users: dict[str, User] = {}
+        self.logins: dict[UserLoginID, UserLogin] = {}
+        self.portals: dict[tuple[str, str], Portal] = {}
+        self._portal_lock = asyncio.Lock()
+        self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self._on_new_events)
+        self.processor = InboxProcessor(self.inbox, self._handle_matrix_event)
+        self._runner: web.AppRunner | None = None
+        self.creators_listed_in_power_levels = True
+        self._tasks: set[asyncio.Task[Any]] = set()
+        from .matrix_handler import MatrixHandler  # late: it needs the Bridge type only
+
+        self.matrix = MatrixHandler(self)
+        self.version = __version__
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def bot(self) -> IntentAPI:
+        assert self._bot is not None, "bridge not started"
+        return self._bot
+
+    @property
+    def connector_db(self) -> Database:
+        return self._connector_db
+
+    async def start(self) -> None:
+        await self.db.start()
+        self._connector_db.override_pool(self.db)  # the connector's tables share the core's pool
+        await self._connector_db.start()
+        ca_file = self.config.get("homeserver.ca_file", None)
+        ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        self._session = ClientSession(connector=TCPConnector(ssl=ctx))
+        self.az = AppServiceAPI(
+            base_url=self.config["homeserver.address"],
+            bot_mxid=self.bot_mxid,
+            token=self.config["appservice.as_token"],
+            log=logging.getLogger("letterbox.as"),  # type: ignore[arg-type]
+            state_store=StateStore(),
+            client_session=self._session,
+            bridge_name=self.connector.name,
+        )
+        self._bot = self.az.bot_intent()
+        self.ghosts = Ghosts(self.az, GhostTable(self.db), self.config["appservice.username_template"],
+                             self.domain)
+        self._runner = web.AppRunner(self.intake.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config["appservice.hostname"], self.config["appservice.port"])
+        await site.start()
+        log.info("Appservice API listening on %s:%s", self.config["appservice.hostname"],
+                 self.config["appservice.port"])
+        await self._init_bot()
+        await self.connector.start(self, dict(self.config[f"network.{self.connector.name}"]))
+        for row in await self.logins_table.all():
+            await self._load_login(row, connect=True)
+        self.processor.start()
+
+    async def _init_bot(self) -> None:
+        for attempt in range(30):
+            try:
+                await self.bot.ensure_registered()
+                await self.bot.set_displayname(self.config.get("appservice.bot_displayname", "Letterbox"))
+                caps = await self.bot.api.request(Method.GET, Path.v3.capabilities)
+                version = str(caps.get("capabilities", {}).get("m.room_versions", {}).get("default", "10"))
+                # From room version 12 on, creators hold power implicitly and may not be listed.
+                self.creators_listed_in_power_levels = not (version.isdigit() and int(version) >= 12)
+                return
+            except Exception as e:
+                log.warning("Homeserver not ready (%s), retrying (%d)", e, attempt)
+                await asyncio.sleep(1)
+        raise RuntimeError("the homeserver did not accept the bridge bot")
+
+    async def stop(self) -> None:
+        await self.processor.stop()
+        for login in list(self.logins.values()):
+            if login.client:
+                try:
+                    await login.client.disconnect()
+                except Exception:
+                    log.exception("Error disconnecting %s", login.id)
+        for portal in self.portals.values():
+            await portal.stop()
+        await self.connector.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner:
+            await self._runner.cleanup()
+        if self._session:
+            await self._session.close()
+        await self.db.stop()
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception():
+            log.error("Background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _on_new_events(self) -> None:
+        self.processor.wake()
+
+    async def _handle_matrix_event(self, event: dict[str, Any]) -> None:
+        await self.matrix.handle(event)
+
+    # ---------------------------------------------------------------- users and logins
+    def is_bridge_puppet(self, mxid: str) -> bool:
+        return mxid == self.bot_mxid or self.ghosts.network_id(mxid) is not None
+
+    async def get_user(self, mxid: str) -> User:
+        user = self.users.get(mxid)
+        if user is None:
+            row = await self.users_table.get(mxid)
+            user = User(mxid=mxid, level=level_for(mxid, self.permissions),
+                        management_room=row.management_room if row else None)
+            self.users[mxid] = user
+        return user
+
+    async def set_management_room(self, user: User, room_id: str | None) -> None:
+        user.management_room = room_id
+        await self.users_table.upsert(UserRow(user.mxid, room_id))
+
+    async def user_for_management_room(self, room_id: str) -> User | None:
+        row = await self.users_table.by_management_room(room_id)
+        return await self.get_user(row.mxid) if row else None
+
+    async def ensure_management_room(self, user: User) -> str:
+        if user.management_room:
+            return user.management_room
+        room_id = await self.bot.create_room(
+            name=self.config.get("appservice.bot_displayname", "Letterbox"),
+            is_direct=True, invitees=[UserID(user.mxid)], preset=RoomCreatePreset.TRUSTED_PRIVATE,
+        )
+        await self.set_management_room(user, room_id)
+        return room_id
+
+    async def notify_user(self, mxid: str, text: str, html: str | None = None) -> None:
+        user = await self.get_user(mxid)
+        if user.level < Level.USER:
+            return
+        try:
+            room = await self.ensure_management_room(user)
+            await self.bot.send_notice(RoomID(room), text, html=html)
+        except Exception:
+            log.exception("Could not send a notice to %s: %s", mxid, text)
+
+    async def _load_login(self, row: UserLoginRow, *, connect: bool) -> UserLogin:
+        login = UserLogin(row=row)
+        self.logins[login.id] = login
+        try:
+            login.client = await self.connector.load_login(login.api())
+        except Exception as e:
+            log.exception("Could not load login %s", row.id)
+            await self.send_login_state(login.id, LoginStateEvent(LoginState.UNKNOWN_ERROR, str(e)))
+            return login
+        if connect:
+            self.spawn(self._connect(login), f"connect-{row.id}")
+        return login
+
+    async def _connect(self, login: UserLogin) -> None:
+        assert login.client
+        try:
+            await login.client.connect()
+        except Exception as e:
+            log.exception("Login %s failed to connect", login.id)
+            await self.send_login_state(login.id, LoginStateEvent(LoginState.UNKNOWN_ERROR, str(e)))
+
+    async def add_login(self, user: User, client: NetworkClient) -> UserLogin:
+        """Store a completed login (replacing the user's earlier login of the same account)."""
+        api = client.login
+        existing = self.logins.get(api.login_id)
+        if existing:
+            if existing.row.user_mxid != user.mxid:
+                raise PermissionError("That account is already logged in by another Matrix user.")
+            if existing.client:
+                await existing.client.disconnect()
+            existing.row.metadata = api.metadata
+            existing.row.remote_name = api.remote_name
+            await self.logins_table.update(existing.row)
+            existing.client = client
+            self.spawn(self._connect(existing), f"connect-{api.login_id}")
+            return existing
+        await self.users_table.upsert(UserRow(user.mxid, user.management_room))
+        row = UserLoginRow(id=api.login_id, user_mxid=user.mxid, remote_name=api.remote_name,
+                           space_room=None, state=LoginState.CONNECTING.value, metadata=api.metadata)
+        await self.logins_table.insert(row)
+        login = UserLogin(row=row, client=client)
+        self.logins[login.id] = login
+        self.spawn(self._connect(login), f"connect-{api.login_id}")
+        return login
+
+    async def remove_login(self, login: UserLogin) -> None:
+        if login.client:
+            try:
+                await login.client.logout()
+            except Exception:
+                log.exception("Error while logging out %s", login.id)
+        for key in [k for k in self.portals if k[1] == login.id]:
+            await self.portals.pop(key).stop()
+        self.logins.pop(login.id, None)
+        await self.logins_table.delete(login.id)
+
+    def logins_of(self, mxid: str) -> list[UserLogin]:
+        return [lg for lg in self.logins.values() if lg.row.user_mxid == mxid]
+
+    # ---------------------------------------------------------------- portals and spaces
+    async def get_portal(self, portal_id: str, login: UserLogin) -> Portal:
+        key = (portal_id, str(login.id))
+        async with self._portal_lock:
+            portal = self.portals.get(key)
+            if portal is None:
+                row = await self.portals_table.get(portal_id, login.id)
+                if row is None:
+                    row = PortalRow(id=portal_id, receiver=login.id)
+                    await self.portals_table.upsert(row)
+                portal = self.portals[key] = Portal(self, row, login)
+            return portal
+
+    async def portal_by_room(self, room_id: str) -> Portal | None:
+        for portal in self.portals.values():
+            if portal.row.mxid == room_id:
+                return portal
+        row = await self.portals_table.by_mxid(room_id)
+        if row is None or row.receiver not in self.logins:
+            return None
+        return await self.get_portal(row.id, self.logins[UserLoginID(row.receiver)])
+
+    async def ensure_space(self, login: UserLogin) -> str:
+        if login.row.space_room:
+            return login.row.space_room
+        room_id = await self.bot.create_room(
+            name=f"{self.connector.display_name} ({login.row.remote_name})",
+            invitees=[UserID(login.row.user_mxid)],
+            preset=RoomCreatePreset.PRIVATE,
+            creation_content={"type": "m.space"},
+            power_level_override={"events_default": 100},
+        )
+        login.row.space_room = room_id
+        await self.logins_table.update(login.row)
+        return room_id
+
+    async def add_to_space(self, login: UserLogin, portal: Portal) -> None:
+        if portal.row.in_space or not portal.row.mxid:
+            return
+        try:
+            space = await self.ensure_space(login)
+            await self.bot.send_state_event(
+                RoomID(space), EventType.SPACE_CHILD, {"via": [self.domain]}, state_key=portal.row.mxid
+            )
+            portal.row.in_space = True
+            await self.portals_table.upsert(portal.row)
+        except Exception:
+            log.exception("Could not add %s to the space of %s", portal.row.mxid, login.id)
+
+    # ---------------------------------------------------------------- BridgeAPI
+    def encrypt_secret(self, plaintext: str) -> str:
+        return self.secret_box.seal(plaintext)
+
+    def decrypt_secret(self, token: str) -> str:
+        return self.secret_box.open(token)
+
+    async def queue_remote_event(self, login_id: UserLoginID, event: RemoteEvent) -> None:
+        login = self.logins[login_id]
+        portal = await self.get_portal(event.portal, login)
+        await portal.enqueue(lambda: portal.handle_remote(event))
+
+    async def message_known(self, login_id: UserLoginID, message_id: MessageID) -> bool:
+        return await self.messages.exists(login_id, message_id)
+
+    async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None:
+        login = self.logins.get(login_id)
+        if login is None:
+            return
+        changed = login.row.state != state.state.value or login.state_reason != state.reason
+        login.state_reason = state.reason
+        if login.row.state != state.state.value:
+            previous = login.state
+            login.row.state = state.state.value
+            await self.logins_table.update(login.row)
+            log.info("Login %s: %s -> %s (%s)", login_id, previous.value, state.state.value,
+                     state.reason or "")
+            quiet = previous == LoginState.CONNECTING and state.state == LoginState.CONNECTED
+            if changed and not (quiet and state.reason is None) and state.state != LoginState.CONNECTING:
+                text = f"{login.row.remote_name}: {_STATE_TEXT[state.state]}"
+                if state.reason:
+                    text += f" ({state.reason})"
+                await self.notify_user(login.row.user_mxid, text)
+
+    async def save_login_metadata(self, login_id: UserLoginID, metadata: dict[str, Any]) -> None:
+        login = self.logins[login_id]
+        login.row.metadata = metadata
+        await self.logins_table.update(login.row)
+
+    async def download_media(self, mxc: str) -> bytes:
+        return await self.bot.download_media(mxc)  # type: ignore[arg-type]
+
+    async def report_send_status(
+        self, portal: PortalRef, event_id: str, *, delivered: bool, reason: str | None = None,
+        retrying: bool = False,
+    ) -> None:
+        room = RoomID(portal.room_id)
+        status: dict[str, Any] = {
+            "network": self.connector.name,
+            "m.relates_to": {"rel_type": "m.reference", "event_id": event_id},
+            "status": "SUCCESS" if delivered else ("PENDING" if retrying else "FAIL_PERMANENT"),
+        }
+        if reason:
+            status["reason"] = "m.foreign_network_error"
+            status["message"] = reason
+        try:
+            await self.bot.send_message_event(
+                room, EventType.find("com.beeper.message_send_status", EventType.Class.MESSAGE), status
+            )
+            if delivered:
+                await self.bot.send_receipt(room, event_id)  # type: ignore[arg-type]
+            elif not retrying:
+                await self.bot.send_message_event(room, EventType.ROOM_MESSAGE, {
+                    "msgtype": "m.notice",
+                    "body": f"Not delivered: {reason or 'unknown error'}",
+                    "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
+                    "m.mentions": {},
+                })
+        except Exception:
+            log.exception("Could not report the send status of %s", event_id)
+
+    async def notify_portal(
+        self, login_id: UserLoginID, portal: PortalRef, text: str, *, reply_to_event: str | None = None
+    ) -> None:
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": text, "m.mentions": {}}
+        if reply_to_event:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to_event}}
+        await self.bot.send_message_event(RoomID(portal.room_id), EventType.ROOM_MESSAGE, content)

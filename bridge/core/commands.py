@@ -1,0 +1,271 @@
+"""Bot commands in a management room: help, login, logout, list-logins, ping, version, start-chat."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+import logging
+import shlex
+from typing import TYPE_CHECKING
+
+from mautrix.types import RoomID
+
+from ..network import (
+    ChatInfo,
+    ChatMember,
+    ConnectorError,
+    LoginFailed,
+    LoginStep,
+    LoginStepKind,
+    StartChatHandler,
+)
+from .permissions import Level
+from .user import LoginFlow, User
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+
+log = logging.getLogger("letterbox.commands")
+
+
+@dataclass(slots=True)
+class CommandEvent:
+    user: User
+    room_id: RoomID
+    event_id: str
+    args: list[str]
+    management: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    handler: Callable[[CommandEvent], Awaitable[None]]
+    help: str
+    usage: str = ""
+    level: Level = Level.USER
+    management_only: bool = False
+
+
+class CommandProcessor:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.commands: dict[str, Command] = {}
+        for cmd in (
+            Command("help", self.cmd_help, "Show this help.", level=Level.RELAY),
+            Command("ping", self.cmd_ping, "Check that the bridge is alive and show your logins.",
+                    level=Level.RELAY),
+            Command("version", self.cmd_version, "Show the bridge version.", level=Level.RELAY),
+            Command("login", self.cmd_login, "Log in to a remote account, step by step.",
+                    "login [field=value ...]", management_only=True),
+            Command("cancel", self.cmd_cancel, "Cancel a login in progress.", management_only=True),
+            Command("logout", self.cmd_logout, "Log out of a remote account.", "logout <login>"),
+            Command("list-logins", self.cmd_list_logins, "List your remote accounts and their state."),
+            Command("start-chat", self.cmd_start_chat, "Open a chat with a remote identifier.",
+                    "start-chat <identifier> [--login <login>]"),
+        ):
+            self.commands[cmd.name] = cmd
+
+    async def reply(self, room_id: str, text: str) -> None:
+        await self.bridge.bot.send_notice(RoomID(room_id), text)
+
+    async def handle(self, user: User, room_id: str, event_id: str, text: str, *, management: bool) -> None:
+        if user.login_flow and management:
+            stripped = text.strip()
+            if stripped.lower() not in ("cancel", "help"):
+                await self._login_input(user, room_id, event_id, stripped)
+                return
+        try:
+            args = shlex.split(text)
+        except ValueError:
+            args = text.split()
+        if not args:
+            return
+        name = args[0].lower()
+        cmd = self.commands.get(name)
+        if cmd is None:
+            await self.reply(room_id, f"Unknown command `{name}`. Send `help` for the list.")
+            return
+        if user.level < cmd.level:
+            await self.reply(room_id, "You do not have permission to use that command.")
+            return
+        if cmd.management_only and not management:
+            await self.reply(room_id, f"`{name}` only works in a private chat with me (your management room).")
+            return
+        try:
+            await cmd.handler(CommandEvent(user, RoomID(room_id), event_id, args[1:], management))
+        except ConnectorError as e:
+            await self.reply(room_id, f"{name} failed: {e.reason}")
+        except Exception:
+            log.exception("Command %s by %s failed", name, user.mxid)
+            await self.reply(room_id, f"{name} failed because of an internal error (see the bridge log).")
+
+    # ---------------------------------------------------------------- simple commands
+    async def cmd_help(self, evt: CommandEvent) -> None:
+        lines = ["Commands (in this private chat no prefix is needed; elsewhere use `!lb <command>`):"]
+        for cmd in self.commands.values():
+            if evt.user.level >= cmd.level:
+                lines.append(f"- `{cmd.usage or cmd.name}`: {cmd.help}")
+        await self.reply(evt.room_id, "\n".join(lines))
+
+    async def cmd_ping(self, evt: CommandEvent) -> None:
+        logins = self.bridge.logins_of(evt.user.mxid)
+        text = "Pong! The bridge is running."
+        if logins:
+            text += " Your logins: " + ", ".join(f"{lg.row.remote_name} ({lg.state.value})" for lg in logins)
+        await self.reply(evt.room_id, text)
+
+    async def cmd_version(self, evt: CommandEvent) -> None:
+        await self.reply(evt.room_id, f"Letterbox {self.bridge.version} ({self.bridge.connector.display_name} connector)")
+
+    async def cmd_list_logins(self, evt: CommandEvent) -> None:
+        logins = self.bridge.logins_of(evt.user.mxid)
+        if not logins:
+            await self.reply(evt.room_id, "You have no logins. Send `login` to add one.")
+            return
+        lines = [f"- `{lg.id}`: {lg.row.remote_name}, {lg.state.value}"
+                 + (f" ({lg.state_reason})" if lg.state_reason else "") for lg in logins]
+        await self.reply(evt.room_id, "Your logins:\n" + "\n".join(lines))
+
+    async def cmd_logout(self, evt: CommandEvent) -> None:
+        logins = self.bridge.logins_of(evt.user.mxid)
+        if not evt.args:
+            if len(logins) != 1:
+                await self.reply(evt.room_id, "Usage: `logout <login>` (see `list-logins`).")
+                return
+            login = logins[0]
+        else:
+            found = [lg for lg in logins if lg.id == evt.args[0] or lg.row.remote_name == evt.args[0]]
+            if not found:
+                await self.reply(evt.room_id, f"You have no login `{evt.args[0]}`.")
+                return
+            login = found[0]
+        await self.bridge.remove_login(login)
+        await self.reply(evt.room_id, f"Logged out of {login.row.remote_name}.")
+
+    async def cmd_start_chat(self, evt: CommandEvent) -> None:
+        if not evt.args:
+            await self.reply(evt.room_id, "Usage: `start-chat <identifier> [--login <login>]`")
+            return
+        logins = self.bridge.logins_of(evt.user.mxid)
+        if "--login" in evt.args:
+            idx = evt.args.index("--login")
+            wanted = evt.args[idx + 1] if idx + 1 < len(evt.args) else ""
+            logins = [lg for lg in logins if lg.id == wanted or lg.row.remote_name == wanted]
+        if not logins:
+            await self.reply(evt.room_id, "You need a login first (send `login`).")
+            return
+        if len(logins) > 1:
+            await self.reply(evt.room_id, "You have several logins; add `--login <login>`.")
+            return
+        login = logins[0]
+        if not isinstance(login.client, StartChatHandler):
+            await self.reply(evt.room_id, "This network does not support starting chats.")
+            return
+        portal_id, user_id, info = await login.client.resolve_identifier(evt.args[0])
+        portal = await self.bridge.get_portal(portal_id, login)
+        if portal.room_id:
+            await self.bridge.bot.invite_user(RoomID(portal.room_id), evt.user.mxid)  # type: ignore[arg-type]
+            await self.reply(evt.room_id, f"You already have a chat with {evt.args[0]}: {portal.room_id}")
+            return
+        info = info or ChatInfo(members=[ChatMember(user_id)], is_direct=True)
+        await portal.enqueue(lambda: portal.ensure_room(info, user_id))
+        await self.reply(evt.room_id, f"Created a chat with {evt.args[0]}: {portal.room_id}")
+
+    # ---------------------------------------------------------------- login flow
+    async def cmd_login(self, evt: CommandEvent) -> None:
+        if not evt.user.can_login:
+            await self.reply(evt.room_id, "You do not have permission to log in.")
+            return
+        if evt.user.login_flow:
+            await evt.user.login_flow.process.cancel()
+        process = self.bridge.connector.create_login(evt.user.mxid)
+        step = await process.start()
+        prefilled = dict(a.split("=", 1) for a in evt.args if "=" in a)
+        if any(a.startswith(("password=", "secret=", "token=")) for a in evt.args) or {
+            f.id for f in step.fields if f.secret} & prefilled.keys():
+            await self._redact(evt.room_id, evt.event_id)
+        flow = LoginFlow(process=process, step=step, prefilled=prefilled)
+        flow.apply_prefilled()
+        evt.user.login_flow = flow
+        await self.reply(evt.room_id, step.instructions + "\nSend `cancel` to stop.")
+        await self._advance(evt.user, evt.room_id)
+
+    async def cmd_cancel(self, evt: CommandEvent) -> None:
+        if evt.user.login_flow is None:
+            await self.reply(evt.room_id, "Nothing to cancel.")
+            return
+        await evt.user.login_flow.process.cancel()
+        evt.user.login_flow = None
+        await self.reply(evt.room_id, "Login cancelled.")
+
+    async def _login_input(self, user: User, room_id: str, event_id: str, text: str) -> None:
+        flow = user.login_flow
+        assert flow is not None
+        field = flow.next_field()
+        if field is None:
+            return
+        if field.secret:
+            await self._redact(room_id, event_id)
+        if text in ("", "-") and (field.default is not None or field.optional):
+            text = field.default or ""
+        flow.values[field.id] = text
+        await self._advance(user, room_id)
+
+    async def _advance(self, user: User, room_id: str) -> None:
+        flow = user.login_flow
+        assert flow is not None
+        field = flow.next_field()
+        if field is not None:
+            hint = f" (send `-` for the default: {field.default})" if field.default else ""
+            if field.optional and not field.default:
+                hint = " (send `-` to skip)"
+            secret = " It is redacted from this room at once." if field.secret else ""
+            await self.reply(room_id, f"{field.name}: {field.description}{hint}{secret}".strip())
+            return
+        try:
+            step = await flow.process.submit(flow.values)
+        except LoginFailed as e:
+            await self.reply(room_id, f"Login failed: {e.reason}")
+            if e.retry_step:
+                # Ask again for the secrets only; what the user typed in the clear stays.
+                secret = {f.id for f in flow.step.fields if f.secret}
+                flow.values = {k: v for k, v in flow.values.items() if k not in secret}
+                flow.prefilled = {}
+                await self._advance(user, room_id)
+            else:
+                user.login_flow = None
+            return
+        except Exception:
+            log.exception("Login step failed for %s", user.mxid)
+            user.login_flow = None
+            await self.reply(room_id, "Login failed because of an internal error (see the bridge log).")
+            return
+        await self._step(user, room_id, step)
+
+    async def _step(self, user: User, room_id: str, step: LoginStep) -> None:
+        flow = user.login_flow
+        assert flow is not None
+        if step.kind == LoginStepKind.COMPLETE:
+            user.login_flow = None
+            assert step.client is not None
+            try:
+                login = await self.bridge.add_login(user, step.client)
+            except PermissionError as e:
+                await self.reply(room_id, str(e))
+                return
+            await self.reply(room_id, step.instructions or f"Logged in as {login.row.remote_name}.")
+            return
+        flow.step = step
+        flow.values = {}
+        flow.apply_prefilled()
+        await self.reply(room_id, step.instructions)
+        await self._advance(user, room_id)
+
+    async def _redact(self, room_id: str, event_id: str) -> None:
+        try:
+            await self.bridge.bot.redact(RoomID(room_id), event_id, reason="Secret removed by the bridge")  # type: ignore[arg-type]
+        except Exception as e:
+            log.warning("Could not redact a secret in %s: %s", room_id, e)
+            await self.reply(room_id, "I could not remove your secret from this room; please delete that message yourself.")
+

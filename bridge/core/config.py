@@ -1,0 +1,181 @@
+"""Configuration: a commented YAML file (round-tripped by ruamel.yaml) plus environment overrides."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+import secrets as _secrets
+from typing import Any
+
+from mautrix.util.config import RecursiveDict
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from ..network.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "compose_example", "core_example"]
+
+log = logging.getLogger("letterbox.config")
+
+ENV_PREFIX = "LETTERBOX_"
+# Free-form maps: their keys are data, not options.
+_FREE_MAPS = {"bridge.permissions", "bridge.secrets.old_keys"}
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.indent(mapping=4, sequence=4, offset=2)
+    yaml.width = 100
+    return yaml
+
+
+def core_example() -> str:
+    return resources.files("bridge").joinpath("example-config.yaml").read_text("utf-8")
+
+
+def compose_example(connector_name: str, connector_example: str) -> str:
+    """The full example config: the core's, with the connector's section under `network`."""
+    section = "\n".join(
+        ("        " + line) if line.strip() else "" for line in connector_example.rstrip().splitlines()
+    )
+    return (
+        core_example().rstrip()
+        + "\n\n# Settings of the network connector.\nnetwork:\n"
+        + f"    {connector_name}:\n{section}\n"
+    )
+
+
+def _unknown_keys(data: Any, base: Any, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    if not isinstance(data, dict) or not isinstance(base, dict) or prefix.rstrip(".") in _FREE_MAPS:
+        return found
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            found.append(path)
+        else:
+            found.extend(_unknown_keys(value, base[key], path + "."))
+    return found
+
+
+def _missing_keys(data: Any, base: Any, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    if not isinstance(base, dict) or prefix.rstrip(".") in _FREE_MAPS:
+        return found
+    for key, value in base.items():
+        path = f"{prefix}{key}"
+        if not isinstance(data, dict) or key not in data:
+            found.append(path)
+        else:
+            found.extend(_missing_keys(data[key], value, path + "."))
+    return found
+
+
+class Config(RecursiveDict[CommentedMap]):
+    """The loaded config. `config["appservice.port"]` style access; saving keeps comments."""
+
+    def __init__(self, path: Path, data: CommentedMap, example: CommentedMap) -> None:
+        super().__init__(data, CommentedMap)
+        self.path = path
+        self.example = example
+        self.unknown_keys = _unknown_keys(data, example)
+
+    @classmethod
+    def load(cls, path: Path, example_text: str) -> Config:
+        yaml = _yaml()
+        example = yaml.load(example_text)
+        try:
+            text = path.read_text("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(str(path), "file not found (copy config.example.yaml)") from None
+        try:
+            data = yaml.load(text)
+        except Exception as e:
+            raise ConfigError(str(path), f"not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(str(path), "the top level must be a mapping")
+        return cls(path, data, example)
+
+    def apply_env(self, environ: dict[str, str] | None = None) -> None:
+        """Override options from LETTERBOX_SECTION__KEY variables (values parsed as YAML scalars)."""
+        environ = os.environ if environ is None else environ
+        for name, value in environ.items():
+            if not name.startswith(ENV_PREFIX):
+                continue
+            key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+            parsed = _yaml().load(value) if value else value
+            self[key] = value if isinstance(parsed, (dict, list)) else parsed
+
+    def report_unknown(self) -> None:
+        for key in self.unknown_keys:
+            log.warning("Unknown config option %s is ignored (typo? see config.example.yaml)", key)
+
+    def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        value = self.get(key, None)
+        if value is None:
+            raise ConfigError(key, "missing")
+        if isinstance(kind, tuple) and int in kind or kind is int:
+            if isinstance(value, bool):
+                raise ConfigError(key, "must be a number")
+        if not isinstance(value, kind):
+            name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigError(key, f"must be of type {name}, got {value!r}")
+        return value
+
+    def validate(self, connector_name: str) -> None:
+        """Check every core option; the first problem raises ConfigError naming the key."""
+        for key in _missing_keys(self._data, self.example):
+            if not key.startswith("network."):
+                raise ConfigError(key, "missing (see config.example.yaml)")
+        for key in ("homeserver.address", "homeserver.domain", "appservice.address",
+                    "appservice.hostname", "appservice.id", "appservice.bot_username",
+                    "appservice.as_token", "appservice.hs_token", "database.url",
+                    "bridge.connector", "appservice.username_template"):
+            if not str(self.require(key, str)).strip():
+                raise ConfigError(key, "must not be empty")
+        port = self.require("appservice.port", int)
+        if not 0 < port < 65536:
+            raise ConfigError("appservice.port", "must be between 1 and 65535")
+        for key in ("appservice.as_token", "appservice.hs_token"):
+            if self[key] == "generate":
+                raise ConfigError(key, "not generated yet: run `python -m bridge -g`")
+        if "{userid}" not in self["appservice.username_template"]:
+            raise ConfigError("appservice.username_template", "must contain {userid}")
+        if not str(self["database.url"]).startswith(("sqlite:", "postgres://", "postgresql://")):
+            raise ConfigError("database.url", "must start with sqlite: or postgresql://")
+        perms = self.require("bridge.permissions", dict)
+        for who, level in perms.items():
+            if level not in ("relay", "user", "admin"):
+                raise ConfigError(f"bridge.permissions.{who}", "level must be relay, user or admin")
+        key = str(self.require("bridge.secrets.key", str))
+        if key == "generate":
+            raise ConfigError("bridge.secrets.key", "not generated yet: run `python -m bridge -g`")
+        try:
+            if len(base64.b64decode(key, validate=True)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("bridge.secrets.key", "must be base64 of 32 bytes") from None
+        if not isinstance(self.get(f"network.{connector_name}", None), dict):
+            raise ConfigError(f"network.{connector_name}", "missing connector section")
+
+    def generate_secrets(self) -> None:
+        for key in ("appservice.as_token", "appservice.hs_token"):
+            if self.get(key, "generate") in ("generate", None, ""):
+                self[key] = _secrets.token_urlsafe(48)
+        if self.get("bridge.secrets.key", "generate") in ("generate", None, ""):
+            self["bridge.secrets.key"] = base64.b64encode(_secrets.token_bytes(32)).decode()
+
+    def dump(self) -> str:
+        buf = io.StringIO()
+        _yaml().dump(self._data, buf)
+        return buf.getvalue()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(self.dump(), "utf-8")
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.path)

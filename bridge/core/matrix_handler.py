@@ -1,0 +1,232 @@
+"""Matrix events from the homeserver: invites, commands, and user actions in portals."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mautrix.types import RoomID
+
+from ..network import (
+    ConnectorError,
+    EditHandler,
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReadReceipt,
+    MatrixRedaction,
+    MessageID,
+    ReactionHandler,
+    ReadReceiptHandler,
+    RedactionHandler,
+)
+from ..db import MessageRow
+from .commands import CommandProcessor
+from .permissions import Level
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+    from .portal import Portal
+
+log = logging.getLogger("letterbox.matrix")
+
+COMMAND_PREFIX = "!lb"
+
+
+class MatrixHandler:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.commands = CommandProcessor(bridge)
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        etype = event.get("type")
+        if event.get("ephemeral"):
+            if etype == "m.receipt":
+                await self._receipts(event)
+            return
+        sender = event.get("sender", "")
+        if self.bridge.is_bridge_puppet(sender):
+            return
+        if etype == "m.room.member":
+            await self._member(event)
+        elif etype in ("m.room.message", "m.sticker"):
+            await self._message(event)
+        elif etype == "m.reaction":
+            await self._reaction(event)
+        elif etype == "m.room.redaction":
+            await self._redaction(event)
+
+    # ---------------------------------------------------------------- membership
+    async def _member(self, event: dict[str, Any]) -> None:
+        content = event.get("content", {})
+        target = event.get("state_key", "")
+        room_id = RoomID(event["room_id"])
+        if content.get("membership") != "invite":
+            if content.get("membership") == "leave" and target == event.get("sender"):
+                user = await self.bridge.user_for_management_room(room_id)
+                if user and user.mxid == target:
+                    await self.bridge.set_management_room(user, None)
+            return
+        user = await self.bridge.get_user(event["sender"])
+        if target == self.bridge.bot_mxid:
+            if user.level < Level.USER:
+                log.info("Rejecting invite from %s (no permission)", user.mxid)
+                await self.bridge.bot.leave_room(room_id, reason="You are not allowed to use this bridge.")
+                return
+            await self.bridge.bot.join_room_by_id(room_id)
+            members = await self.bridge.bot.get_joined_members(room_id)
+            if content.get("is_direct") or len(members) <= 2:
+                await self.bridge.set_management_room(user, room_id)
+                await self.bridge.bot.send_notice(
+                    room_id, "Hello! I am the Letterbox bridge bot. Send `help` for the commands."
+                )
+            return
+        if self.bridge.ghosts.network_id(target) is not None:
+            intent = self.bridge.az.intent(target)  # type: ignore[union-attr]
+            await intent.ensure_registered()
+            await intent.join_room_by_id(room_id)
+            await intent.leave_room(
+                room_id, reason="To write to someone, use `start-chat <address>` with the bridge bot."
+            )
+
+    # ---------------------------------------------------------------- messages
+    async def _message(self, event: dict[str, Any]) -> None:
+        room_id = event["room_id"]
+        content = event.get("content", {})
+        body = content.get("body", "") if isinstance(content.get("body"), str) else ""
+        user = await self.bridge.get_user(event["sender"])
+        if user.management_room == room_id:
+            text = body.removeprefix(COMMAND_PREFIX).strip() if body.startswith(COMMAND_PREFIX) else body
+            await self.commands.handle(user, room_id, event["event_id"], text, management=True)
+            return
+        portal = await self.bridge.portal_by_room(room_id)
+        if portal is None:
+            if body.startswith(COMMAND_PREFIX + " "):
+                await self.commands.handle(user, room_id, event["event_id"],
+                                           body[len(COMMAND_PREFIX):].strip(), management=False)
+            return
+        await self._portal_message(portal, user.mxid, event)
+
+    async def _owner_only(self, portal: Portal, sender: str, room_id: str) -> bool:
+        if sender == portal.login.row.user_mxid:
+            return True
+        await self.bridge.bot.send_notice(
+            RoomID(room_id), f"Only {portal.login.row.user_mxid} can send through this account."
+        )
+        return False
+
+    async def _portal_message(self, portal: Portal, sender: str, event: dict[str, Any]) -> None:
+        room_id, event_id = event["room_id"], event["event_id"]
+        if not await self._owner_only(portal, sender, room_id):
+            return
+        content = dict(event.get("content", {}))
+        client = portal.login.client
+        relates = content.get("m.relates_to") or {}
+        if relates.get("rel_type") == "m.replace":
+            target = await self.bridge.messages.by_mxid(relates.get("event_id", ""))
+            if not isinstance(client, EditHandler) or target is None:
+                await self._unsupported(room_id, event_id, "Editing is not supported here.")
+                return
+            new_content = content.get("m.new_content") or content
+            await self._call(room_id, event_id, client.handle_matrix_edit(MatrixEdit(
+                portal.ref(), event_id, sender, MessageID(target.id), new_content)))
+            return
+        if client is None:
+            await self._unsupported(room_id, event_id, "This account is not connected.")
+            return
+        thread_root = reply_to = None
+        if relates.get("rel_type") == "m.thread":
+            row = await self.bridge.messages.by_mxid(relates.get("event_id", ""))
+            thread_root = MessageID(row.id) if row else None
+        reply_evt = (relates.get("m.in_reply_to") or {}).get("event_id")
+        if reply_evt and not relates.get("is_falling_back"):
+            row = await self.bridge.messages.by_mxid(reply_evt)
+            reply_to = MessageID(row.id) if row else None
+        recent = [MessageID(r.id) for r in await self.bridge.messages.latest_in_portal(
+            portal.login.id, portal.row.id)]
+        mention_names = await self._mention_names(room_id, content)
+        msg = MatrixMessage(
+            portal=portal.ref(), event_id=event_id, sender=sender, content=content,
+            timestamp_ms=int(event.get("origin_server_ts", 0)), thread_root=thread_root,
+            reply_to=reply_to, recent=recent, mention_names=mention_names,
+        )
+        remote_id = await self._call(room_id, event_id, client.handle_matrix_message(msg))
+        if remote_id:
+            root_row = await self.bridge.messages.first_part(portal.login.id, thread_root) if thread_root else None
+            await self.bridge.messages.insert(MessageRow(
+                receiver=portal.login.id, portal_id=portal.row.id, id=remote_id, part_id="",
+                mxid=event_id, room_id=room_id, sender_id="", timestamp=msg.timestamp_ms,
+                thread_root=(root_row.thread_root or root_row.id) if root_row else None,
+            ))
+
+    async def _mention_names(self, room_id: str, content: dict[str, Any]) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for mxid in (content.get("m.mentions") or {}).get("user_ids", []) or []:
+            network_id = self.bridge.ghosts.network_id(mxid)
+            try:
+                info = await self.bridge.bot.get_room_member_info(RoomID(room_id), mxid)
+                names[mxid] = (info.displayname if info and info.displayname else None) or network_id or mxid
+            except Exception:
+                names[mxid] = network_id or mxid
+        return names
+
+    async def _call(self, room_id: str, event_id: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except ConnectorError as e:
+            log.info("Action %s in %s failed: %s", event_id, room_id, e.reason)
+            await self._unsupported(room_id, event_id, e.reason)
+        return None
+
+    async def _unsupported(self, room_id: str, event_id: str, text: str) -> None:
+        await self.bridge.bot.send_message_event(RoomID(room_id), "m.room.message", {  # type: ignore[arg-type]
+            "msgtype": "m.notice", "body": text, "m.mentions": {},
+            "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
+        })
+
+    async def _reaction(self, event: dict[str, Any]) -> None:
+        portal = await self.bridge.portal_by_room(event["room_id"])
+        if portal is None or event["sender"] != portal.login.row.user_mxid:
+            return
+        relates = event.get("content", {}).get("m.relates_to", {})
+        target = await self.bridge.messages.by_mxid(relates.get("event_id", ""))
+        client = portal.login.client
+        if not isinstance(client, ReactionHandler) or target is None:
+            await self._unsupported(event["room_id"], event["event_id"], "Reactions are not bridged here.")
+            return
+        await self._call(event["room_id"], event["event_id"], client.handle_matrix_reaction(
+            MatrixReaction(portal.ref(), event["event_id"], event["sender"], MessageID(target.id),
+                           str(relates.get("key", "")))))
+
+    async def _redaction(self, event: dict[str, Any]) -> None:
+        portal = await self.bridge.portal_by_room(event["room_id"])
+        if portal is None or event["sender"] != portal.login.row.user_mxid:
+            return
+        redacts = event.get("redacts") or event.get("content", {}).get("redacts", "")
+        target = await self.bridge.messages.by_mxid(redacts)
+        if target is None:
+            return
+        client = portal.login.client
+        if not isinstance(client, RedactionHandler):
+            await self._unsupported(event["room_id"], redacts, "Deleting messages is not supported here.")
+            return
+        await self._call(event["room_id"], redacts, client.handle_matrix_redaction(
+            MatrixRedaction(portal.ref(), event["event_id"], event["sender"], MessageID(target.id))))
+
+    async def _receipts(self, edu: dict[str, Any]) -> None:
+        room_id = edu.get("room_id")
+        if not room_id:
+            return
+        portal = await self.bridge.portal_by_room(room_id)
+        if portal is None or not isinstance(portal.login.client, ReadReceiptHandler):
+            return
+        owner = portal.login.row.user_mxid
+        for event_id, receipts in (edu.get("content") or {}).items():
+            readers = (receipts or {}).get("m.read", {}) or {}
+            if owner not in readers:
+                continue
+            target = await self.bridge.messages.by_mxid(event_id)
+            if target is None or target.sender_id == "":
+                continue
+            await self._call(room_id, event_id, portal.login.client.handle_matrix_read_receipt(
+                MatrixReadReceipt(portal.ref(), owner, MessageID(target.id))))

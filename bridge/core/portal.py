@@ -1,0 +1,308 @@
+"""A remote chat and its Matrix room: creation, an ordered queue of remote events, relations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+import copy
+from dataclasses import dataclass
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
+
+from ..db import MessageRow, PortalRow
+from ..network import (
+    ChatInfo,
+    MessageID,
+    PortalRef,
+    RemoteChatInfoChange,
+    RemoteEvent,
+    RemoteMessage,
+)
+from ..network.events import MediaUpload, RemoteNotice
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+    from .user_login import UserLogin
+
+log = logging.getLogger("letterbox.portal")
+
+PLACEHOLDER_PREFIX = "mxc://letterbox.placeholder/"
+
+
+def substitute_placeholders(value: Any, mapping: dict[str, str]) -> Any:
+    """Replace `mxc://letterbox.placeholder/<key>` (also inside HTML) with uploaded URLs."""
+    if isinstance(value, str):
+        if PLACEHOLDER_PREFIX not in value:
+            return value
+        for key, url in mapping.items():
+            value = value.replace(PLACEHOLDER_PREFIX + key, url)
+        return value
+    if isinstance(value, dict):
+        return {k: substitute_placeholders(v, mapping) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_placeholders(v, mapping) for v in value]
+    return value
+
+
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[], Awaitable[None]]
+    done: asyncio.Future[None]
+
+
+class Portal:
+    """Remote events for one portal are applied strictly in order by a single worker."""
+
+    def __init__(self, bridge: Bridge, row: PortalRow, login: UserLogin) -> None:
+        self.bridge = bridge
+        self.row = row
+        self.login = login
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._room_lock = asyncio.Lock()
+
+    @property
+    def room_id(self) -> str | None:
+        return self.row.mxid
+
+    def ref(self) -> PortalRef:
+        return PortalRef(
+            portal_id=self.row.id,  # type: ignore[arg-type]
+            room_id=self.row.mxid or "",
+            is_direct=self.row.is_direct,
+            metadata=self.row.metadata,
+        )
+
+    # ---------------------------------------------------------------- queue
+    async def enqueue(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run `run` after everything queued before it; wait for it and re-raise its error."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(run, done))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name=f"portal-{self.row.id}")
+        await done
+
+    async def _work(self) -> None:
+        while not self._queue.empty():
+            job = await self._queue.get()
+            try:
+                await job.run()
+            except Exception as e:
+                if not job.done.done():
+                    job.done.set_exception(e)
+            else:
+                if not job.done.done():
+                    job.done.set_result(None)
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+
+    # ---------------------------------------------------------------- remote -> Matrix
+    async def handle_remote(self, event: RemoteEvent) -> None:
+        if isinstance(event, RemoteMessage):
+            await self._remote_message(event)
+        elif isinstance(event, RemoteNotice):
+            await self._remote_notice(event)
+        elif isinstance(event, RemoteChatInfoChange):
+            await self._apply_info(event.info)
+        else:
+            log.warning("Portal %s: remote event %s is not handled yet", self.row.id, type(event).__name__)
+
+    async def _remote_message(self, evt: RemoteMessage) -> None:
+        messages = self.bridge.messages
+        if await messages.exists(self.login.id, evt.message_id):
+            log.debug("Message %s already bridged, skipping", evt.message_id)
+            return
+        await self.ensure_room(evt.chat_info, evt.sender)
+        assert self.row.mxid
+        intent = await self.bridge.ghosts.intent_for(evt.sender, evt.sender_info)
+        await intent.ensure_joined(RoomID(self.row.mxid))
+        mapping = await self._upload(intent, evt.uploads)
+        root_event, reply_event, root_id = await self._resolve_relations(evt.thread_root, evt.reply_to)
+        ts = int(evt.timestamp.timestamp() * 1000) if evt.timestamp else None
+        for index, part in enumerate(evt.parts):
+            content = substitute_placeholders(copy.deepcopy(part.content), mapping)
+            if root_event:
+                relates: dict[str, Any] = {
+                    "rel_type": "m.thread",
+                    "event_id": root_event,
+                    "is_falling_back": reply_event is None,
+                    "m.in_reply_to": {"event_id": reply_event or root_event},
+                }
+                content["m.relates_to"] = relates
+            elif reply_event:
+                content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_event}}
+            event_id = await intent.send_message_event(
+                RoomID(self.row.mxid), EventType.find(part.event_type, EventType.Class.MESSAGE),
+                content, timestamp=ts,
+            )
+            await messages.insert(
+                MessageRow(
+                    receiver=self.login.id,
+                    portal_id=self.row.id,
+                    id=evt.message_id,
+                    part_id=part.part_id or str(index),
+                    mxid=event_id,
+                    room_id=self.row.mxid,
+                    sender_id=evt.sender,
+                    timestamp=ts or int(time.time() * 1000),
+                    thread_root=root_id or evt.message_id,
+                )
+            )
+
+    async def _remote_notice(self, evt: RemoteNotice) -> None:
+        if await self.bridge.messages.exists(self.login.id, evt.message_id):
+            return
+        await self.ensure_room(evt.chat_info, evt.sender)
+        assert self.row.mxid
+        bot = self.bridge.bot
+        reply_event = None
+        if evt.reply_to:
+            target = await self.bridge.messages.first_part(self.login.id, evt.reply_to)
+            reply_event = target.mxid if target else None
+        mapping = await self._upload(bot, evt.uploads)
+        parts = evt.parts or []
+        contents = [p.content for p in parts] or [
+            {"msgtype": "m.notice", "body": evt.text, "m.mentions": {}}
+        ]
+        ts = int(evt.timestamp.timestamp() * 1000) if evt.timestamp else None
+        for index, raw in enumerate(contents):
+            content = substitute_placeholders(copy.deepcopy(raw), mapping)
+            if reply_event and index == 0:
+                content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_event}}
+            event_id = await bot.send_message_event(
+                RoomID(self.row.mxid), EventType.ROOM_MESSAGE, content, timestamp=ts
+            )
+            await self.bridge.messages.insert(
+                MessageRow(
+                    receiver=self.login.id, portal_id=self.row.id, id=evt.message_id,
+                    part_id=str(index), mxid=event_id, room_id=self.row.mxid,
+                    sender_id="", timestamp=ts or 0, thread_root=None,
+                )
+            )
+
+    async def _upload(self, intent: Any, uploads: list[MediaUpload]) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for upload in uploads:
+            mapping[upload.key] = await intent.upload_media(
+                upload.data, mime_type=upload.mimetype, filename=upload.filename
+            )
+        return mapping
+
+    async def _resolve_relations(
+        self, thread_root: MessageID | None, reply_to: MessageID | None
+    ) -> tuple[str | None, str | None, str | None]:
+        """Matrix event IDs of the thread root and the replied-to message, and the root's remote ID."""
+        messages = self.bridge.messages
+        reply_row = await messages.first_part(self.login.id, reply_to) if reply_to else None
+        root_row = await messages.first_part(self.login.id, thread_root) if thread_root else None
+        if root_row is None and reply_row is not None:
+            root_id = reply_row.thread_root or reply_row.id
+            root_row = await messages.first_part(self.login.id, root_id)
+        if root_row is not None and root_row.thread_root and root_row.thread_root != root_row.id:
+            # The referenced "root" is itself inside a thread: use that thread's root.
+            outer = await messages.first_part(self.login.id, root_row.thread_root)
+            root_row = outer or root_row
+        if root_row is None or root_row.room_id != self.row.mxid:
+            return None, reply_row.mxid if reply_row and reply_row.room_id == self.row.mxid else None, None
+        reply_event = reply_row.mxid if reply_row and reply_row.room_id == self.row.mxid else None
+        return root_row.mxid, reply_event, root_row.id
+
+    # ---------------------------------------------------------------- room
+    async def ensure_room(self, info: ChatInfo | None, creator_hint: str | None = None) -> str:
+        async with self._room_lock:
+            if self.row.mxid:
+                return self.row.mxid
+            info = info or ChatInfo()
+            try:
+                await self.bridge.ensure_space(self.login)
+            except Exception:
+                log.exception("Could not create the space of %s; the room is created without it", self.login.id)
+            self.row.mxid = await self._create_room(info, creator_hint)
+            self.row.name = info.name or ""
+            self.row.topic = info.topic or ""
+            self.row.is_direct = info.is_direct
+            await self.bridge.portals_table.upsert(self.row)
+            await self.bridge.add_to_space(self.login, self)
+            return self.row.mxid
+
+    async def _create_room(self, info: ChatInfo, creator_hint: str | None) -> str:
+        bridge = self.bridge
+        ghost_ids = [m.user_id for m in info.members if not m.is_self]
+        ghost_intents = [
+            await bridge.ghosts.intent_for(m.user_id, m.info) for m in info.members if not m.is_self
+        ]
+        # A direct chat is created by the correspondent's ghost, so clients show it as a DM with them.
+        creator = ghost_intents[0] if info.is_direct and ghost_intents else bridge.bot
+        bot_mxid = bridge.bot.mxid
+        invitees = [UserID(self.login.row.user_mxid)]
+        invitees += [i.mxid for i in ghost_intents if i.mxid != creator.mxid]
+        if creator.mxid != bot_mxid:
+            invitees.append(bot_mxid)
+        state_key = f"net.letterbox://{bridge.connector.name}/{self.row.receiver}/{self.row.id}"
+        bridge_info = {
+            "bridgebot": bot_mxid,
+            "creator": bot_mxid,
+            "protocol": {"id": bridge.connector.name, "displayname": bridge.connector.display_name},
+            "channel": {"id": self.row.id, "displayname": info.name or self.row.id},
+        }
+        initial_state: list[dict[str, Any]] = [
+            {"type": "m.bridge", "state_key": state_key, "content": bridge_info},
+            {"type": "uk.half-shot.bridge", "state_key": state_key, "content": bridge_info},
+        ]
+        space = self.login.row.space_room
+        if space:
+            initial_state.append(
+                {"type": "m.space.parent", "state_key": space,
+                 "content": {"via": [bridge.domain], "canonical": True}}
+            )
+        users = {bot_mxid: 100, self.login.row.user_mxid: 50}
+        if bridge.creators_listed_in_power_levels:
+            users[creator.mxid] = 100
+        elif creator.mxid == bot_mxid:
+            del users[bot_mxid]
+        power = {
+            "users": users,
+            "events": {"m.bridge": 100, "uk.half-shot.bridge": 100, "m.room.power_levels": 100},
+        }
+        room_id = await creator.create_room(
+            name=None if info.is_direct else (info.name or None),
+            topic=info.topic or None,
+            is_direct=info.is_direct,
+            invitees=invitees,
+            preset=RoomCreatePreset.PRIVATE,
+            initial_state=initial_state,
+            power_level_override=power,
+        )
+        log.info("Created room %s for portal %s of %s (ghosts %s)", room_id, self.row.id,
+                 self.login.id, ghost_ids)
+        for intent in [bridge.bot, *ghost_intents]:
+            if intent.mxid != creator.mxid:
+                await intent.ensure_joined(room_id)
+        return room_id
+
+    async def _apply_info(self, info: ChatInfo) -> None:
+        if not self.row.mxid:
+            return
+        room = RoomID(self.row.mxid)
+        if info.name and info.name != self.row.name and not self.row.is_direct:
+            await self.bridge.bot.set_room_name(room, info.name)
+            self.row.name = info.name
+        if info.topic is not None and info.topic != self.row.topic:
+            await self.bridge.bot.set_room_topic(room, info.topic)
+            self.row.topic = info.topic
+        for member in info.members:
+            if not member.is_self:
+                intent = await self.bridge.ghosts.intent_for(member.user_id, member.info)
+                await self.bridge.bot.invite_user(room, intent.mxid)
+                await intent.ensure_joined(room)
+        await self.bridge.portals_table.upsert(self.row)
+

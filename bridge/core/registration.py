@@ -1,0 +1,48 @@
+"""The appservice registration file the homeserver loads."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .config import Config
+
+
+def _namespace_regex(template: str, placeholder: str, sigil: str, domain: str) -> str:
+    prefix, _, suffix = template.partition(placeholder)
+    return f"{sigil}{re.escape(prefix)}.*{re.escape(suffix)}:{re.escape(domain)}"
+
+
+def build_registration(config: Config) -> dict[str, Any]:
+    domain = config["homeserver.domain"]
+    bot = config["appservice.bot_username"]
+    return {
+        "id": config["appservice.id"],
+        "url": config["appservice.address"],
+        "as_token": config["appservice.as_token"],
+        "hs_token": config["appservice.hs_token"],
+        "sender_localpart": bot,
+        "rate_limited": False,
+        "receive_ephemeral": True,
+        "de.sorunome.msc2409.push_ephemeral": True,
+        "namespaces": {
+            "users": [
+                {
+                    "exclusive": True,
+                    "regex": _namespace_regex(
+                        config["appservice.username_template"], "{userid}", "@", domain
+                    ),
+                },
+                {"exclusive": True, "regex": f"@{re.escape(bot)}:{re.escape(domain)}"},
+            ],
+            "aliases": [
+                {
+                    "exclusive": True,
+                    "regex": _namespace_regex(
+                        config["appservice.alias_template"], "{alias}", "#", domain
+                    ),
+                }
+            ],
+            "rooms": [],
+        },
+    }

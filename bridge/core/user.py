@@ -1,0 +1,41 @@
+"""A Matrix user of the bridge: permission level, management room and an ongoing login."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..network import LoginField, LoginProcess, LoginStep
+from .permissions import Level
+
+
+@dataclass(slots=True)
+class LoginFlow:
+    """Where a user is in a connector's step-wise login."""
+
+    process: LoginProcess
+    step: LoginStep
+    values: dict[str, str] = field(default_factory=dict)
+    # Values given inline (`login field=value`), applied to every step that has the field.
+    prefilled: dict[str, str] = field(default_factory=dict)
+
+    def apply_prefilled(self) -> None:
+        ids = {f.id for f in self.step.fields}
+        self.values.update({k: v for k, v in self.prefilled.items() if k in ids})
+
+    def next_field(self) -> LoginField | None:
+        for f in self.step.fields:
+            if f.id not in self.values:
+                return f
+        return None
+
+
+@dataclass(slots=True)
+class User:
+    mxid: str
+    level: Level
+    management_room: str | None = None
+    login_flow: LoginFlow | None = None
+
+    @property
+    def can_login(self) -> bool:
+        return self.level >= Level.USER

@@ -1,0 +1,27 @@
+"""The core's database: raw SQL per table, upgrade steps in `upgrade.py`."""
+
+from __future__ import annotations
+
+from .ghost import GhostRow, GhostTable
+from .inbox import InboxEvent, InboxTable
+from .message import MessageRow, MessageTable
+from .portal import PortalRow, PortalTable
+from .upgrade import upgrade_table
+from .user import UserRow, UserTable
+from .user_login import UserLoginRow, UserLoginTable
+
+__all__ = [
+    "GhostRow",
+    "GhostTable",
+    "InboxEvent",
+    "InboxTable",
+    "MessageRow",
+    "MessageTable",
+    "PortalRow",
+    "PortalTable",
+    "UserLoginRow",
+    "UserLoginTable",
+    "UserRow",
+    "UserTable",
+    "upgrade_table",
+]

@@ -1,0 +1,64 @@
+"""Durable intake of appservice transactions: stored first, acknowledged second, handled once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+import time
+from typing import Any
+
+from mautrix.util.async_db import Database
+
+
+@dataclass(slots=True)
+class InboxEvent:
+    seq: int
+    event_id: str
+    room_id: str | None
+    event: dict[str, Any]
+
+
+class InboxTable:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record_transaction(self, txn_id: str, events: list[dict[str, Any]]) -> bool:
+        """Store a transaction's events atomically. False if the transaction was seen before."""
+        now = int(time.time() * 1000)
+        async with self.db.acquire() as conn, conn.transaction():
+            seen = await conn.fetchval("SELECT 1 FROM as_transaction WHERE txn_id=$1", txn_id)
+            if seen:
+                return False
+            await conn.execute(
+                "INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2)", txn_id, now
+            )
+            for event in events:
+                event_id = event.get("event_id")
+                if not isinstance(event_id, str):
+                    continue
+                await conn.execute(
+                    """INSERT INTO matrix_event_inbox (event_id, room_id, event_json, received_at)
+                       VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING""",
+                    event_id, event.get("room_id"), json.dumps(event), now,
+                )
+        return True
+
+    async def pending(self, limit: int = 100) -> list[InboxEvent]:
+        rows = await self.db.fetch(
+            """SELECT seq, event_id, room_id, event_json FROM matrix_event_inbox
+               WHERE done=false ORDER BY seq LIMIT $1""",
+            limit,
+        )
+        return [
+            InboxEvent(r["seq"], r["event_id"], r["room_id"], json.loads(r["event_json"])) for r in rows
+        ]
+
+    async def mark_done(self, seq: int) -> None:
+        await self.db.execute("UPDATE matrix_event_inbox SET done=true WHERE seq=$1", seq)
+
+    async def count_handled(self, event_id: str) -> int:
+        return int(
+            await self.db.fetchval(
+                "SELECT COUNT(*) FROM matrix_event_inbox WHERE event_id=$1 AND done=true", event_id
+            )
+        )

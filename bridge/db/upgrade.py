@@ -1,0 +1,84 @@
+"""Numbered upgrade steps of the core's tables (version table `core_version`)."""
+
+from __future__ import annotations
+
+from mautrix.util.async_db import Connection, Scheme, UpgradeTable
+
+upgrade_table = UpgradeTable(version_table_name="core_version", database_name="Letterbox core")
+
+
+@upgrade_table.register(description="Initial core schema")
+async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
+    serial = "BIGSERIAL" if scheme in (Scheme.POSTGRES, Scheme.COCKROACH) else "INTEGER"
+    await conn.execute(
+        """CREATE TABLE bridge_user (
+            mxid            TEXT PRIMARY KEY,
+            management_room TEXT
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE user_login (
+            id          TEXT PRIMARY KEY,
+            user_mxid   TEXT NOT NULL REFERENCES bridge_user(mxid) ON DELETE CASCADE,
+            remote_name TEXT NOT NULL,
+            space_room  TEXT,
+            state       TEXT NOT NULL DEFAULT 'CONNECTING',
+            metadata    TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    await conn.execute("CREATE INDEX user_login_user_idx ON user_login (user_mxid)")
+    await conn.execute(
+        """CREATE TABLE ghost (
+            id       TEXT PRIMARY KEY,
+            name     TEXT NOT NULL DEFAULT '',
+            name_set BOOLEAN NOT NULL DEFAULT false
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE portal (
+            id        TEXT NOT NULL,
+            receiver  TEXT NOT NULL REFERENCES user_login(id) ON DELETE CASCADE,
+            mxid      TEXT UNIQUE,
+            name      TEXT NOT NULL DEFAULT '',
+            topic     TEXT NOT NULL DEFAULT '',
+            is_direct BOOLEAN NOT NULL DEFAULT false,
+            in_space  BOOLEAN NOT NULL DEFAULT false,
+            metadata  TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (id, receiver)
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE message (
+            receiver    TEXT NOT NULL,
+            portal_id   TEXT NOT NULL,
+            id          TEXT NOT NULL,
+            part_id     TEXT NOT NULL DEFAULT '',
+            mxid        TEXT NOT NULL,
+            room_id     TEXT NOT NULL,
+            sender_id   TEXT NOT NULL,
+            timestamp   BIGINT NOT NULL,
+            thread_root TEXT,
+            PRIMARY KEY (receiver, id, part_id),
+            FOREIGN KEY (portal_id, receiver) REFERENCES portal(id, receiver) ON DELETE CASCADE
+        )"""
+    )
+    await conn.execute("CREATE INDEX message_mxid_idx ON message (mxid)")
+    await conn.execute("CREATE INDEX message_portal_ts_idx ON message (receiver, portal_id, timestamp)")
+    # Appservice intake: a transaction is acknowledged only after its events are stored here.
+    await conn.execute(
+        """CREATE TABLE as_transaction (
+            txn_id      TEXT PRIMARY KEY,
+            received_at BIGINT NOT NULL
+        )"""
+    )
+    await conn.execute(
+        f"""CREATE TABLE matrix_event_inbox (
+            seq         {serial} PRIMARY KEY,
+            event_id    TEXT NOT NULL UNIQUE,
+            room_id     TEXT,
+            event_json  TEXT NOT NULL,
+            done        BOOLEAN NOT NULL DEFAULT false,
+            received_at BIGINT NOT NULL
+        )"""
+    )
+    await conn.execute("CREATE INDEX matrix_event_inbox_pending_idx ON matrix_event_inbox (done, seq)")

@@ -1,0 +1,83 @@
+"""The connector contract: what a network connector implements and what the core gives it.
+
+Shaped after mautrix-go's bridgev2: a `NetworkConnector` per network, a `NetworkClient` per
+login, a step-wise `LoginProcess`, remote events pushed into the core, and optional capability
+interfaces the core probes with `isinstance`.
+"""
+
+from __future__ import annotations
+
+from .capabilities import (
+    EditHandler,
+    ReactionHandler,
+    ReadReceiptHandler,
+    RedactionHandler,
+    StartChatHandler,
+)
+from .connector import BridgeAPI, LoginAPI, NetworkClient, NetworkConnector
+from .errors import ActionNotSupported, ConfigError, ConnectorError, LoginFailed
+from .events import (
+    ChatInfo,
+    ChatMember,
+    RemoteChatInfoChange,
+    RemoteDelete,
+    RemoteEdit,
+    RemoteEvent,
+    RemoteMessage,
+    RemoteReaction,
+    RemoteReadReceipt,
+    UserInfo,
+)
+from .ids import MessageID, NetworkUserID, PortalID, UserLoginID
+from .login import LoginField, LoginProcess, LoginStep, LoginStepKind
+from .matrix import (
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReadReceipt,
+    MatrixRedaction,
+    PortalRef,
+)
+from .state import LoginState, LoginStateEvent
+
+__all__ = [
+    "ActionNotSupported",
+    "BridgeAPI",
+    "ChatInfo",
+    "ChatMember",
+    "ConfigError",
+    "ConnectorError",
+    "EditHandler",
+    "LoginAPI",
+    "LoginFailed",
+    "LoginField",
+    "LoginProcess",
+    "LoginState",
+    "LoginStateEvent",
+    "LoginStep",
+    "LoginStepKind",
+    "MatrixEdit",
+    "MatrixMessage",
+    "MatrixReaction",
+    "MatrixReadReceipt",
+    "MatrixRedaction",
+    "MessageID",
+    "NetworkClient",
+    "NetworkConnector",
+    "NetworkUserID",
+    "PortalID",
+    "PortalRef",
+    "ReactionHandler",
+    "ReadReceiptHandler",
+    "RedactionHandler",
+    "RemoteChatInfoChange",
+    "RemoteDelete",
+    "RemoteEdit",
+    "RemoteEvent",
+    "RemoteMessage",
+    "RemoteReaction",
+    "RemoteReadReceipt",
+    "StartChatHandler",
+    "UserInfo",
+    "UserLoginID",
+]

@@ -1,0 +1,41 @@
+"""Optional capabilities a NetworkClient may implement; the core checks with isinstance.
+
+An action whose capability is missing gets a clear notice in the room instead of silence.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from .events import ChatInfo
+from .ids import NetworkUserID, PortalID
+from .matrix import MatrixEdit, MatrixReaction, MatrixReadReceipt, MatrixRedaction
+
+
+class EditHandler(ABC):
+    @abstractmethod
+    async def handle_matrix_edit(self, edit: MatrixEdit) -> None: ...
+
+
+class ReactionHandler(ABC):
+    @abstractmethod
+    async def handle_matrix_reaction(self, reaction: MatrixReaction) -> None: ...
+
+
+class RedactionHandler(ABC):
+    @abstractmethod
+    async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None: ...
+
+
+class ReadReceiptHandler(ABC):
+    @abstractmethod
+    async def handle_matrix_read_receipt(self, receipt: MatrixReadReceipt) -> None: ...
+
+
+class StartChatHandler(ABC):
+    """`start-chat <identifier>`: resolve a remote identifier into a portal to create."""
+
+    @abstractmethod
+    async def resolve_identifier(
+        self, identifier: str
+    ) -> tuple[PortalID, NetworkUserID, ChatInfo]: ...

@@ -1,0 +1,51 @@
+"""Step-wise login flows (bridgev2's LoginProcess), driven by the core's `login` command."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .connector import NetworkClient
+
+
+@dataclass(frozen=True, slots=True)
+class LoginField:
+    """One value the user has to type. Secret fields are redacted from the room at once."""
+
+    id: str
+    name: str
+    description: str = ""
+    secret: bool = False
+    default: str | None = None
+    optional: bool = False
+
+
+class LoginStepKind(str, Enum):
+    USER_INPUT = "user_input"
+    COMPLETE = "complete"
+
+
+@dataclass(slots=True)
+class LoginStep:
+    kind: LoginStepKind
+    step_id: str
+    instructions: str
+    fields: list[LoginField] = field(default_factory=list)
+    # Set on COMPLETE: the new, already connected client.
+    client: NetworkClient | None = None
+
+
+class LoginProcess(ABC):
+    """One login attempt. `start` returns the first step; `submit` answers a USER_INPUT step."""
+
+    @abstractmethod
+    async def start(self) -> LoginStep: ...
+
+    @abstractmethod
+    async def submit(self, values: dict[str, str]) -> LoginStep: ...
+
+    async def cancel(self) -> None:  # noqa: B027 - optional hook
+        """Release anything the attempt holds."""

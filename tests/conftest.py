@@ -1,0 +1,157 @@
+"""Session fixtures for the real loopback servers (logic lives in the `devstack` package).
+
+Missing server binaries fail the fixture with a hint to run dev/install.sh; nothing is skipped.
+Set LETTERBOX_KEEP_STACK=1 to keep the servers' temp dirs (configs, logs) after the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from devstack.errors import MissingBinaryError
+from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
+from devstack.stack import MailStack, Synapse
+from tests.helpers.harness import LOOPBACK, LOOPBACK_APPSERVICE, BridgeSetup
+from tests.helpers.matrix_client import MatrixTestClient
+
+MAIL_USERS = {name: f"{name}pass" for name in ("alice", "bob", "carol", "dave")}
+
+
+@contextmanager
+def _stack_root(kind: str) -> Iterator[Path]:
+    # not pytest's tmp_path: it lives under a 0700 dir the mail/postfix users cannot enter
+    root = Path(tempfile.mkdtemp(prefix=f"letterbox-{kind}-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        if not os.environ.get("LETTERBOX_KEEP_STACK"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def _installed() -> Iterator[None]:
+    try:
+        yield
+    except MissingBinaryError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def mail_stack() -> Iterator[MailStack]:
+    """Dovecot + Postfix, users alice/bob/carol/dave @test.local, passwords `<name>pass`."""
+    with _stack_root("mail") as root:
+        with _installed():
+            stack = MailStack(root, MAIL_USERS)
+        with stack:
+            yield stack
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The local PostgreSQL (127.0.0.1:5432) or a private cluster started for this session."""
+    with _stack_root("pg") as root:
+        with _installed():
+            server = ensure_postgres(root)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """DSN of a fresh database for this session (dropped at the end)."""
+    name = f"letterbox_test_{uuid.uuid4().hex[:12]}"
+    yield create_database(postgres_server.dsn, name)
+    drop_database(postgres_server.dsn, name)
+
+
+SynapseFactory = Callable[[list[Path]], Synapse]
+
+
+@pytest.fixture(scope="session")
+def synapse_factory() -> Iterator[SynapseFactory]:
+    """`start(registrations) -> Synapse`: starts Synapse once with those appservice
+    registration files; a later call with a different list restarts it with the new list."""
+    with _stack_root("synapse") as root:
+        started: list[Synapse] = []
+
+        def start(registrations: list[Path]) -> Synapse:
+            if not started:
+                with _installed():
+                    started.append(Synapse(root, registrations=registrations))
+            synapse = started[0]
+            if [Path(p).resolve() for p in registrations] != synapse.registrations:
+                synapse.restart(registrations)
+            else:
+                synapse.start()
+            return synapse
+
+        try:
+            yield start
+        finally:
+            for synapse in started:
+                synapse.stop()
+
+
+# ---------------------------------------------------------------- the bridge on a real homeserver
+
+TEST_PERMISSIONS = {"*": "relay", "localhost": "user", "@admin:localhost": "admin",
+                    "@outsider:localhost": "relay"}
+
+
+@pytest.fixture(scope="session")
+def bridge_setups() -> Iterator[dict[str, BridgeSetup]]:
+    """Config templates and registrations of the bridges under test (one appservice each)."""
+    with _stack_root("bridge") as root:
+        yield {
+            "loopback": BridgeSetup.generate(root / "loopback", LOOPBACK, permissions=TEST_PERMISSIONS,
+                                             overrides=LOOPBACK_APPSERVICE),
+            "email": BridgeSetup.generate(root / "email", "email", permissions=TEST_PERMISSIONS),
+        }
+
+
+@pytest.fixture(scope="session")
+def synapse(synapse_factory: SynapseFactory, bridge_setups: dict[str, BridgeSetup]) -> Synapse:
+    """Synapse, started once with the registrations of every bridge the tests run."""
+    return synapse_factory([s.registration for s in bridge_setups.values()])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'bridge.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"letterbox_t_{uuid.uuid4().hex[:12]}"
+    url = create_database(server.dsn, name)
+    yield url
+    drop_database(server.dsn, name)
+
+
+@pytest.fixture
+async def matrix_user(synapse: Synapse) -> AsyncIterator[Callable[..., Awaitable[MatrixTestClient]]]:
+    """`await matrix_user()` registers a fresh Matrix user and returns a client playing it."""
+    clients: list[MatrixTestClient] = []
+
+    async def make(prefix: str = "user") -> MatrixTestClient:
+        name = f"{prefix}{uuid.uuid4().hex[:8]}"
+        user_id, token = synapse.register_user(name, "pass-" + name)
+        client = MatrixTestClient(synapse.hs_url, user_id, token)
+        await client.sync_once()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()

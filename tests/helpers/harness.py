@@ -1,0 +1,88 @@
+"""Set-up shared by the bridge's end-to-end tests: config, registration, a running bridge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+import shutil
+from typing import Any
+
+from bridge.__main__ import generate, load_config
+from bridge.connectors import load_connector
+from bridge.core.bridge import Bridge
+from bridge.core.config import Config
+from bridge.network import NetworkConnector
+from devstack.ports import free_port
+
+LOOPBACK = "tests.helpers.loopback_connector:LoopbackConnector"
+# The loopback bridge is a second appservice on the same homeserver: its own namespaces.
+LOOPBACK_APPSERVICE = {
+    "appservice.id": "loopback",
+    "appservice.bot_username": "loopbackbot",
+    "appservice.username_template": "loop_{userid}",
+    "appservice.alias_template": "loop_{alias}",
+}
+
+
+@dataclass(slots=True)
+class BridgeSetup:
+    """One generated config + registration per session; each test gets a copy with its database."""
+
+    workdir: Path
+    template: Path
+    registration: Path
+    connector: str
+    as_port: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def generate(cls, workdir: Path, connector: str, *, permissions: dict[str, str],
+                 overrides: dict[str, Any] | None = None) -> BridgeSetup:
+        workdir.mkdir(parents=True, exist_ok=True)
+        template, registration = workdir / "config.yaml", workdir / "registration.yaml"
+
+        class Args:
+            config = template
+            registration = workdir / "registration.yaml"
+        Args.connector = connector  # type: ignore[attr-defined]
+        generate(Args, load_connector(connector))  # type: ignore[arg-type]
+        port = free_port()
+        config = _load_raw(template, connector)
+        config["homeserver.domain"] = "localhost"
+        config["appservice.port"] = port
+        config["appservice.address"] = f"http://127.0.0.1:{port}"
+        config["bridge.permissions"] = permissions
+        for key, value in (overrides or {}).items():
+            config[key] = value
+        config.save()
+        # The registration must carry the final URL: write it again from the edited config.
+        Args.config = template
+        generate(Args, load_connector(connector))  # type: ignore[arg-type]
+        return cls(workdir, template, registration, connector, port)
+
+    def config_for(self, name: str, *, hs_url: str, db_url: str, network: dict[str, Any] | None = None) -> Path:
+        path = self.workdir / f"{name}.yaml"
+        shutil.copy(self.template, path)
+        config = _load_raw(path, self.connector)
+        config["homeserver.address"] = hs_url
+        config["database.url"] = db_url
+        connector = load_connector(self.connector)
+        for key, value in (network or {}).items():
+            config[f"network.{connector.name}.{key}"] = value
+        config.save()
+        return path
+
+
+def _load_raw(path: Path, connector: str) -> Config:
+    from bridge.__main__ import example_for
+
+    return Config.load(path, example_for(load_connector(connector)))
+
+
+async def start_bridge(config_path: Path, connector: NetworkConnector | None = None,
+                       connector_name: str = LOOPBACK) -> Bridge:
+    connector = connector or load_connector(connector_name)
+    config = load_config(config_path, connector)
+    bridge = Bridge(config, connector)
+    await bridge.start()
+    return bridge

@@ -1,0 +1,225 @@
+"""The loopback servers from `devstack` work as the other tests expect."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import shutil
+import smtplib
+import ssl
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from devstack.errors import ServerStartError
+from devstack.mail import MailPorts
+from devstack.ports import port_accepts
+from devstack.stack import MailStack, Synapse
+
+SynapseFactory = Callable[[list[Path]], Synapse]
+
+
+def _message(subject: str, to: str, sender: str = "bob@test.local") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content(f"body of {subject}\n")
+    return bytes(msg)
+
+
+def _wait_for_subject(client: imaplib.IMAP4, subject: str, timeout: float = 10) -> bytes:
+    """Poll INBOX until a message with `subject` is there; return its raw bytes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client.select("INBOX")
+        typ, data = client.search(None, "SUBJECT", f'"{subject}"')
+        assert typ == "OK"
+        if data[0]:
+            num = data[0].split()[-1]
+            typ, parts = client.fetch(num, "(RFC822)")
+            assert typ == "OK"
+            raw = parts[0]
+            assert isinstance(raw, tuple)
+            return raw[1]
+        assert time.monotonic() < deadline, f"{subject!r} not delivered within {timeout} s"
+        time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- mail
+def test_smtp_delivery_shows_up_over_imap_starttls(mail_stack: MailStack) -> None:
+    subject = f"devstack {uuid.uuid4().hex}"
+    mail_stack.deliver(_message(subject, "alice@test.local"), ["alice"], "bob@test.local")
+    client = mail_stack.imap_client("alice")
+    try:
+        assert isinstance(client.sock, ssl.SSLSocket)  # STARTTLS done, CA-verified
+        raw = _wait_for_subject(client, subject)
+        assert f"body of {subject}".encode() in raw
+        typ, boxes = client.list()
+        assert typ == "OK"
+        listing = b"\n".join(b for b in boxes if isinstance(b, bytes))
+        assert b"\\Sent" in listing and b"\\Trash" in listing
+    finally:
+        client.logout()
+
+
+def test_imaps_verifies_against_the_stack_ca_only(mail_stack: MailStack) -> None:
+    with imaplib.IMAP4_SSL(
+        mail_stack.host, mail_stack.imaps_port, ssl_context=mail_stack.ssl_context(), timeout=10
+    ) as client:
+        typ, _ = client.login("bob@test.local", "bobpass")
+        assert typ == "OK"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        imaplib.IMAP4_SSL(
+            mail_stack.host,
+            mail_stack.imaps_port,
+            ssl_context=ssl.create_default_context(),
+            timeout=10,
+        )
+
+
+def test_submission_requires_auth(mail_stack: MailStack) -> None:
+    ctx = mail_stack.ssl_context()
+    with smtplib.SMTP(mail_stack.host, mail_stack.submission_port, timeout=10) as smtp:
+        smtp.starttls(context=ctx)
+        smtp.ehlo()
+        assert smtp.has_extn("auth")
+        smtp.mail("alice@test.local")
+        code, _ = smtp.rcpt("bob@test.local")
+        assert code == 554  # relay access denied without AUTH
+    with smtplib.SMTP(mail_stack.host, mail_stack.submission_port, timeout=10) as smtp:
+        smtp.starttls(context=ctx)
+        with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+            smtp.login("alice@test.local", "wrong")
+        assert err.value.smtp_code == 535
+    subject = f"submitted {uuid.uuid4().hex}"
+    with smtplib.SMTP(mail_stack.host, mail_stack.submission_port, timeout=10) as smtp:
+        smtp.starttls(context=ctx)
+        smtp.login("alice@test.local", "alicepass")
+        smtp.sendmail("alice@test.local", ["bob@test.local"], _message(subject, "bob@test.local"))
+    client = mail_stack.imap_client("bob")
+    try:
+        _wait_for_subject(client, subject)
+    finally:
+        client.logout()
+
+
+def test_recipient_block_answers_4xx_then_lifts(mail_stack: MailStack) -> None:
+    raw = _message("blocked?", "carol@test.local")
+    mail_stack.set_recipient_block("carol@test.local", "450 4.2.0 try later")
+    try:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
+            mail_stack.deliver(raw, ["carol"], "bob@test.local")
+        code, text = err.value.recipients["carol@test.local"]
+        assert code == 450 and text.endswith(b"try later")
+        # the same table guards the submission port
+        mail_stack.set_recipient_block("dave", "550 5.1.1 no")
+        with smtplib.SMTP(mail_stack.host, mail_stack.submission_port, timeout=10) as smtp:
+            smtp.login("alice@test.local", "alicepass")
+            smtp.mail("alice@test.local")
+            assert smtp.rcpt("dave@test.local")[0] == 550
+    finally:
+        mail_stack.clear_recipient_blocks()
+    mail_stack.deliver(raw, ["carol", "dave"], "bob@test.local")
+
+
+def test_second_stack_runs_alongside_and_stops_cleanly(mail_stack: MailStack) -> None:
+    root = Path("/tmp") / f"letterbox-second-{uuid.uuid4().hex[:8]}"
+    other = MailStack(root, {"erin": "erinpass"})
+    try:
+        assert other.dovecot.instance_name != mail_stack.dovecot.instance_name
+        with other:
+            other.deliver(_message("to erin", "erin@test.local"), ["erin"], "x@test.local")
+            client = other.imap_client("erin")
+            try:
+                _wait_for_subject(client, "to erin")
+            finally:
+                client.logout()
+            pids = [other.dovecot.process.pid, other.postfix.process.pid]
+        other.stop()  # idempotent
+        for pid in pids:
+            assert pid is not None
+            assert not os.path.exists(f"/proc/{pid}") or "Z" in _proc_state(pid)
+        assert not port_accepts(other.imap_port) and not port_accepts(other.smtp_port)
+        assert port_accepts(mail_stack.imap_port)  # the session stack is untouched
+    finally:
+        other.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return "Z"
+    return stat[stat.rindex(")") + 2]
+
+
+def test_busy_port_fails_with_a_clear_error(mail_stack: MailStack) -> None:
+    root = Path("/tmp") / f"letterbox-busy-{uuid.uuid4().hex[:8]}"
+    ports = MailPorts.allocate()
+    clash = MailPorts(mail_stack.imap_port, ports.imaps, ports.lmtp, ports.smtp, ports.submission)
+    try:
+        with pytest.raises(ServerStartError, match="already in use"):
+            MailStack(root, {"x": "xpass"}, ports=clash).start()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- synapse
+def _get(url: str, token: str | None = None) -> dict[str, object]:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        result: dict[str, object] = json.loads(resp.read())
+        return result
+
+
+def test_synapse_answers_and_registers_users(
+    synapse_factory: SynapseFactory, tmp_path: Path
+) -> None:
+    registration = tmp_path / "registration.yaml"
+    registration.write_text(
+        "id: devstack-test\n"
+        "url: http://127.0.0.1:9\n"
+        "as_token: devstack-as-token\n"
+        "hs_token: devstack-hs-token\n"
+        "sender_localpart: devstackbot\n"
+        "rate_limited: false\n"
+        "namespaces:\n"
+        "  users: [{exclusive: true, regex: '@devstack_.*:localhost'}]\n"
+        "  aliases: []\n"
+        "  rooms: []\n"
+    )
+    synapse = synapse_factory([registration])
+    assert synapse.hs_url == f"http://127.0.0.1:{synapse.port}"
+    assert "versions" in _get(f"{synapse.hs_url}/_matrix/client/versions")
+    name = f"u{uuid.uuid4().hex[:8]}"
+    user_id, token = synapse.register_user(name, "secretpass", admin=True)
+    assert user_id == f"@{name}:{synapse.server_name}"
+    assert _get(f"{synapse.hs_url}/_matrix/client/v3/account/whoami", token)["user_id"] == user_id
+    # the registration was loaded: its as_token authenticates as the sender
+    whoami = _get(f"{synapse.hs_url}/_matrix/client/v3/account/whoami", "devstack-as-token")
+    assert whoami["user_id"] == "@devstackbot:localhost"
+    assert synapse_factory([registration]) is synapse  # started once
+
+
+# ---------------------------------------------------------------- postgres
+async def test_postgres_dsn_connects(postgres_dsn: str) -> None:
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        name = await conn.fetchval("SELECT current_database()")
+        assert postgres_dsn.endswith(f"/{name}") and name.startswith("letterbox_test_")
+        await conn.execute("CREATE TABLE t (x int)")
+        await conn.execute("INSERT INTO t VALUES (1)")
+        assert await conn.fetchval("SELECT count(*) FROM t") == 1
+    finally:
+        await conn.close()
