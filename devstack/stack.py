@@ -6,6 +6,7 @@ import imaplib
 import os
 import smtplib
 import ssl
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -164,6 +165,20 @@ class MailStack:
             client.shutdown()
             raise
         return client
+
+    def add_user(self, local: str, password: str) -> str:
+        """Create a mailbox while the servers run; returns once Postfix accepts mail for it."""
+        check_users({local: password})
+        self.users[local] = password
+        self.dovecot.write_config()  # Dovecot re-reads its passwd-file when it changes
+        self.postfix.write_config()
+        self.postfix.reload()
+        address = self.address(local)
+        for _ in range(100):
+            if self.postfix.probe_rcpt(address)[0] == 250:
+                return address
+            time.sleep(0.05)
+        raise DevstackError(f"Postfix does not accept mail for the new user {address}")
 
     def set_recipient_block(self, address: str, code_and_text: str) -> None:
         """Make Postfix answer RCPT TO:<address> with e.g. `450 4.2.0 try later`.

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.core.bridge import Bridge
 from devstack.errors import MissingBinaryError
 from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
-from tests.helpers.harness import LOOPBACK, LOOPBACK_APPSERVICE, BridgeSetup
+from tests.helpers.harness import LOOPBACK, LOOPBACK_APPSERVICE, BridgeSetup, start_bridge
 from tests.helpers.matrix_client import MatrixTestClient
 
 MAIL_USERS = {name: f"{name}pass" for name in ("alice", "bob", "carol", "dave")}
@@ -140,6 +141,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def bridge_config(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
+                  tmp_path: Path) -> Path:
+    """Config of a loopback bridge on a fresh database of each backend."""
+    return bridge_setups["loopback"].config_for(tmp_path.name, hs_url=synapse.hs_url, db_url=db_url)
+
+
+@pytest.fixture
+async def bridge(bridge_config: Path) -> AsyncIterator[Bridge]:
+    """A running loopback bridge (stopped after the test)."""
+    b = await start_bridge(bridge_config)
+    yield b
+    await b.stop()
+
+
+@pytest.fixture
 async def matrix_user(synapse: Synapse) -> AsyncIterator[Callable[..., Awaitable[MatrixTestClient]]]:
     """`await matrix_user()` registers a fresh Matrix user and returns a client playing it."""
     clients: list[MatrixTestClient] = []
@@ -155,3 +171,22 @@ async def matrix_user(synapse: Synapse) -> AsyncIterator[Callable[..., Awaitable
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+def mailbox(mail_stack: MailStack) -> tuple[str, str]:
+    """A fresh, empty mailbox on the running Dovecot/Postfix: (address, password)."""
+    local = f"u{uuid.uuid4().hex[:10]}"
+    password = f"pw-{local}"
+    return mail_stack.add_user(local, password), password
+
+
+@pytest.fixture
+def email_config(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
+                 mail_stack: MailStack, tmp_path: Path) -> Path:
+    """Config of an email bridge on a fresh database, trusting the test mail servers' CA."""
+    return bridge_setups["email"].config_for(
+        tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
+        network={"ca_file": str(mail_stack.ca_file), "imap.poll_interval": 1,
+                 "outbound.retry_schedule": [1, 2, 30]},
+    )

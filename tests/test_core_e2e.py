@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from bridge.core.bridge import Bridge
 from devstack.errors import MatrixAdminError
 from devstack.stack import Synapse
-from tests.helpers.harness import BridgeSetup, start_bridge
+from tests.helpers.flows import management_room, wait_notice
 from tests.helpers.loopback_connector import PASSWORD, LoopbackClient
 from tests.helpers.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 
 MakeUser = Callable[..., Awaitable[MatrixTestClient]]
-
-
-@pytest.fixture
-async def bridge_config(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
-                        tmp_path: Path) -> Path:
-    return bridge_setups["loopback"].config_for(tmp_path.name, hs_url=synapse.hs_url, db_url=db_url)
-
-
-@pytest.fixture
-async def bridge(bridge_config: Path) -> AsyncIterator[Bridge]:
-    b = await start_bridge(bridge_config)
-    yield b
-    await b.stop()
-
-
-def notices(client: MatrixTestClient, room: str, sender: str) -> list[str]:
-    return [e["content"].get("body", "") for e in client.messages(room, sender)
-            if e["content"].get("msgtype") == "m.notice"]
-
-
-async def wait_notice(client: MatrixTestClient, room: str, sender: str, text: str, count: int = 1) -> list[str]:
-    def found() -> list[str] | None:
-        matching = [n for n in notices(client, room, sender) if text in n]
-        return matching if len(matching) >= count else None
-    return await client.wait_for(found, describe=lambda: f"notices so far: {notices(client, room, sender)}")
-
-
-async def management_room(bridge: Bridge, user: MatrixTestClient) -> str:
-    room = await user.create_dm(bridge.bot_mxid)
-    await wait_notice(user, room, bridge.bot_mxid, "Send `help`")
-    return room
 
 
 async def log_in(bridge: Bridge, user: MatrixTestClient, room: str, name: str = "tester") -> LoopbackClient:

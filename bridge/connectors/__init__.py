@@ -7,7 +7,7 @@ import importlib
 from ..network import NetworkConnector
 
 REGISTRY: dict[str, str] = {
-    "email": "bridge.connectors.email:EmailConnector",
+    "email": "bridge.connectors.email.connector:EmailConnector",
 }
 
 

@@ -228,9 +228,10 @@ class CommandProcessor:
         except LoginFailed as e:
             await self.reply(room_id, f"Login failed: {e.reason}")
             if e.retry_step:
-                # Ask again for the secrets only; what the user typed in the clear stays.
+                # Ask again for the secrets only (what was typed in the clear stays), or for
+                # everything when the step has no secret.
                 secret = {f.id for f in flow.step.fields if f.secret}
-                flow.values = {k: v for k, v in flow.values.items() if k not in secret}
+                flow.values = {k: v for k, v in flow.values.items() if secret and k not in secret}
                 flow.prefilled = {}
                 await self._advance(user, room_id)
             else:

@@ -1,7 +1,5 @@
-"""The email connector: IMAP in, SMTP out, one Matrix room per set of correspondents."""
+"""The email connector: IMAP in, SMTP out, one Matrix room per set of correspondents.
 
-from __future__ import annotations
-
-from .connector import EmailConnector
-
-__all__ = ["EmailConnector"]
+The connector class is `bridge.connectors.email.connector.EmailConnector`; this package's
+__init__ stays light so the mail parser's worker processes import only what they need.
+"""

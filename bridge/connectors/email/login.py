@@ -18,8 +18,8 @@ from ...network import (
     UserLoginID,
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
-from .imap import ImapAccount, ImapError, check_login as check_imap
-from .outbound.smtp_submit import SmtpAccount, SmtpError, check_login as check_smtp
+from .imap import ImapAccount, ImapAuthFailed, ImapError, check_login as check_imap
+from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError, check_login as check_smtp
 from .servers import ServerSpec, default_spec, parse_spec
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ class EmailLogin(LoginProcess):
         self.address = ""
         self.display_name = ""
         self.password = ""
+        self.imap_spec: ServerSpec | None = None
+        self.smtp_spec: ServerSpec | None = None
 
     async def start(self) -> LoginStep:
         return LoginStep(
@@ -50,7 +52,12 @@ class EmailLogin(LoginProcess):
     async def submit(self, values: dict[str, str]) -> LoginStep:
         if "address" in values:
             return self._credentials(values)
-        return await self._servers(values)
+        if "imap" in values:
+            self.imap_spec = parse_spec("imap", values["imap"])
+            self.smtp_spec = parse_spec("smtp", values["smtp"])
+        elif "password" in values:  # a new password after the servers refused the old one
+            self.password = values["password"]
+        return await self._check_servers()
 
     def _credentials(self, values: dict[str, str]) -> LoginStep:
         try:
@@ -72,9 +79,9 @@ class EmailLogin(LoginProcess):
             ],
         )
 
-    async def _servers(self, values: dict[str, str]) -> LoginStep:
-        imap_spec = parse_spec("imap", values["imap"])
-        smtp_spec = parse_spec("smtp", values["smtp"])
+    async def _check_servers(self) -> LoginStep:
+        imap_spec, smtp_spec = self.imap_spec, self.smtp_spec
+        assert imap_spec is not None and smtp_spec is not None
         cfg = self.connector.config
         try:
             imap = ImapAccount(imap_spec.host, imap_spec.port, imap_spec.security, self.address,
@@ -86,13 +93,22 @@ class EmailLogin(LoginProcess):
         imap_result, smtp_result = await asyncio.gather(check_imap(imap), check_smtp(smtp),
                                                         return_exceptions=True)
         problems = []
+        auth_failed = False
         for kind, spec, result in (("IMAP", imap_spec, imap_result), ("SMTP", smtp_spec, smtp_result)):
             if isinstance(result, (ImapError, SmtpError)):
                 problems.append(f"{kind} ({spec}): {result.reason}")
+                auth_failed |= isinstance(result, (ImapAuthFailed, SmtpAuthFailed))
             elif isinstance(result, BaseException):
                 raise result
+        if auth_failed:
+            return LoginStep(
+                kind=LoginStepKind.USER_INPUT, step_id="password",
+                instructions="Login failed: " + " ".join(problems) + "\nSend the password again.",
+                fields=[LoginField("password", "Password", "your mail password or app password",
+                                   secret=True)],
+            )
         if problems:
-            raise LoginFailed(" ".join(problems))
+            raise LoginFailed(" ".join(problems) + " Check the server settings.")
         return self._complete(imap_spec, smtp_spec)
 
     def _complete(self, imap: ServerSpec, smtp: ServerSpec) -> LoginStep:

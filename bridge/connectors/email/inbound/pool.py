@@ -17,6 +17,7 @@ import asyncio
 import logging
 import pickle
 import struct
+import os
 import sys
 from pathlib import Path
 
@@ -26,22 +27,8 @@ from .model import ParsedEmail
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
-_EMAIL_PACKAGE = Path(__file__).resolve().parents[1]
-_PACKAGE_ROOT = str(_EMAIL_PACKAGE.parents[2])
-# The worker needs the parser only. Importing `bridge.connectors.email` normally would run its
-# __init__ and pull the whole connector (Matrix client, IMAP, database) into every worker, so the
-# bootstrap registers that package without executing its __init__.
-_BOOTSTRAP = """
-import sys, types
-root, email_dir = sys.argv[1], sys.argv[2]
-sys.path.insert(0, root)
-import bridge.connectors
-package = types.ModuleType("bridge.connectors.email")
-package.__path__ = [email_dir]
-sys.modules["bridge.connectors.email"] = package
-from bridge.connectors.email.inbound.worker import main
-sys.exit(main(sys.argv[3:]))
-"""
+# Workers import the parser modules only (`bridge.connectors.email` has a light __init__).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[4])
 DEFAULT_MEMORY_LIMIT = 2 * 1024 * 1024 * 1024
 # Starting a worker (interpreter + imports) is not part of a mail's time budget.
 _START_TIMEOUT_S = 30.0
@@ -55,13 +42,13 @@ class _Worker:
     async def start(cls, memory_limit: int) -> _Worker:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-c",
-            _BOOTSTRAP,
-            _PACKAGE_ROOT,
-            str(_EMAIL_PACKAGE),
+            "-m",
+            "bridge.connectors.email.inbound.worker",
             str(memory_limit),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)},
         )
         worker = cls(proc)
         try:

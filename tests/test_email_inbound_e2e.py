@@ -1,0 +1,209 @@
+"""Inbound mail end to end: Postfix -> Dovecot -> bridge (IMAP IDLE) -> Synapse -> a Matrix client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from datetime import UTC, datetime
+from pathlib import Path
+import time
+
+import pytest
+
+from bridge.core.bridge import Bridge
+from devstack.stack import MailStack
+from tests.helpers.flows import email_login, management_room, wait_notice
+from tests.helpers.harness import start_bridge
+from tests.helpers.matrix_client import Event, MatrixTestClient
+
+pytestmark = pytest.mark.servers
+
+MakeUser = Callable[..., Awaitable[MatrixTestClient]]
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360"
+    "000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+@pytest.fixture
+async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
+    bridge = await start_bridge(email_config, connector_name="email")
+    yield bridge
+    await bridge.stop()
+
+
+def servers(mail_stack: MailStack) -> dict[str, str]:
+    return {"imap": f"127.0.0.1:{mail_stack.imap_port}:starttls",
+            "smtp": f"127.0.0.1:{mail_stack.submission_port}:starttls"}
+
+
+def mail(sender: str, to: list[str], subject: str, text: str, *, cc: list[str] | None = None,
+         html: str | None = None, reply_to: EmailMessage | None = None,
+         headers: dict[str, str] | None = None) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(domain="example.org")
+    if reply_to is not None:
+        msg["In-Reply-To"] = reply_to["Message-ID"]
+        msg["References"] = reply_to["Message-ID"]
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(text)
+    if html:
+        msg.add_alternative(html, subtype="html")
+    return msg
+
+
+async def logged_in(bridge: Bridge, user: MatrixTestClient, mail_stack: MailStack,
+                    mailbox: tuple[str, str]) -> str:
+    room = await management_room(bridge, user)
+    await email_login(bridge, user, room, *mailbox, **servers(mail_stack))
+    return room
+
+
+def by_body(text: str) -> Callable[[Event], bool]:
+    return lambda e: e.get("type") == "m.room.message" and text in e["content"].get("body", "")
+
+
+async def test_mail_arrives_in_rooms_and_threads(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str]
+) -> None:
+    user = await matrix_user()
+    me = mailbox[0]
+    await logged_in(email_bridge, user, mail_stack, mailbox)
+
+    first = mail("Bob Example <bob@example.org>", [me], "Lunch on Friday?", "Shall we meet at noon?")
+    sent_at = time.monotonic()
+    mail_stack.deliver(first.as_bytes(), [me], "bob@example.org")
+    dm = await user.wait_for_room_invite(timeout=20)
+    await user.join(dm)
+    root = await user.wait_for_event(dm, by_body("Shall we meet at noon?"))
+    latency = time.monotonic() - sent_at
+    ghost = email_bridge.ghosts.mxid("bob@example.org")
+    assert root["sender"] == ghost
+    assert "<strong>Lunch on Friday?</strong>" in root["content"]["formatted_body"]
+    assert root["content"]["m.mentions"] == {}
+    state = {(e["type"], e.get("state_key")): e["content"] for e in await user.room_state(dm)}
+    assert state[("m.room.member", ghost)]["displayname"] == "Bob Example (bob@example.org)"
+    assert latency < 10, latency  # the 2 s figure is measured by bench/inbound_latency.py
+
+    reply = mail("Bob Example <bob@example.org>", [me], "Re: Lunch on Friday?",
+                 "Or 1pm?\n\nOn Mon, Bob wrote:\n> Shall we meet at noon?\n", reply_to=first)
+    mail_stack.deliver(reply.as_bytes(), [me], "bob@example.org")
+    threaded = await user.wait_for_event(dm, by_body("Or 1pm?"))
+    relation = threaded["content"]["m.relates_to"]
+    assert relation["rel_type"] == "m.thread" and relation["event_id"] == root["event_id"]
+    assert relation["m.in_reply_to"]["event_id"] == root["event_id"]
+
+    html = ('<p>Plan <b>attached</b><img src="cid:logo@x"><img src="https://track.example/p.gif" '
+            'width="1" height="1"><script>alert(1)</script></p>')
+    rich = mail("Bob Example <bob@example.org>", [me], "Plans", "Plan attached", html=html)
+    rich.get_payload()[1].add_related(PNG, "image", "png", cid="<logo@x>")
+    rich.add_attachment(b"%PDF-1.4 test\n", maintype="application", subtype="pdf", filename="plan v2.pdf")
+    mail_stack.deliver(rich.as_bytes(), [me], "bob@example.org")
+    text_event = await user.wait_for_event(dm, by_body("Plan attached"))
+    formatted = text_event["content"]["formatted_body"]
+    assert "<script" not in formatted and "track.example" not in formatted and "alert" not in formatted
+    assert '<img src="mxc://' in formatted
+    file_event = await user.wait_for_event(dm, lambda e: e["content"].get("body") == "plan v2.pdf")
+    assert file_event["content"]["msgtype"] == "m.file"
+    assert file_event["content"]["info"]["mimetype"] == "application/pdf"
+    assert await user.download(file_event["content"]["url"]) == b"%PDF-1.4 test\n"
+
+    group = mail("Bob Example <bob@example.org>", [me], "Team", "Hello both", cc=["Carol <carol@example.org>"])
+    mail_stack.deliver(group.as_bytes(), [me], "bob@example.org")
+    group_room = await user.wait_for_room_invite(timeout=20)
+    await user.join(group_room)
+    await user.wait_for_event(group_room, by_body("Hello both"))
+    members = {(e["state_key"]) for e in await user.room_state(group_room) if e["type"] == "m.room.member"}
+    assert {ghost, email_bridge.ghosts.mxid("carol@example.org")} <= members
+    group_invite = [e for e in user.invites[group_room] if e["type"] == "m.room.member"
+                    and e["state_key"] == user.user_id]
+    assert not group_invite[0]["content"].get("is_direct")
+
+    listed = mail("Dan <dan@example.org>", ["dev@lists.example.org"], "[dev] release", "Release is out",
+                  headers={"List-Id": "Developers <dev.lists.example.org>"})
+    mail_stack.deliver(listed.as_bytes(), [me], "dan@example.org")
+    list_room = await user.wait_for_room_invite(timeout=20)
+    await user.join(list_room)
+    await user.wait_for_event(list_room, by_body("Release is out"))
+    names = [e["content"].get("name") for e in await user.room_state(list_room) if e["type"] == "m.room.name"]
+    assert names and "Developers" in names[0] or "dev.lists.example.org" in names[0]
+
+
+async def test_restart_catches_up_in_order_once(
+    email_config: Path, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str]
+) -> None:
+    user = await matrix_user()
+    me = mailbox[0]
+    bridge = await start_bridge(email_config, connector_name="email")
+    try:
+        await logged_in(bridge, user, mail_stack, mailbox)
+        mail_stack.deliver(mail("Eve <eve@example.org>", [me], "One", "message 1").as_bytes(), [me], "eve@example.org")
+        dm = await user.wait_for_room_invite(timeout=20)
+        await user.join(dm)
+        await user.wait_for_event(dm, by_body("message 1"))
+    finally:
+        await bridge.stop()
+    for n in range(2, 7):
+        # one at a time: Postfix delivers in parallel, and the mailbox order is what counts
+        mail_stack.deliver(mail("Eve <eve@example.org>", [me], f"#{n}", f"message {n}").as_bytes(), [me],
+                           "eve@example.org")
+        wait_in_inbox(mail_stack, me, n)
+    bridge = await start_bridge(email_config, connector_name="email")
+    try:
+        await user.wait_for_event(dm, by_body("message 6"), timeout=30)
+        mail_stack.deliver(mail("Eve <eve@example.org>", [me], "#7", "message 7").as_bytes(), [me], "eve@example.org")
+        await user.wait_for_event(dm, by_body("message 7"), timeout=20)
+    finally:
+        await bridge.stop()
+    bodies = [e["content"]["body"] for e in user.messages(dm, bridge.ghosts.mxid("eve@example.org"))]
+    numbered = [b.splitlines()[-1] for b in bodies if "message " in b]
+    assert numbered == [f"message {n}" for n in range(1, 8)], bodies
+
+
+def wait_in_inbox(mail_stack: MailStack, address: str, count: int) -> None:
+    imap = mail_stack.imap_client(address)
+    try:
+        for _ in range(200):
+            imap.select("INBOX")
+            if int(imap.search(None, "ALL")[1][0].split().__len__()) >= count:
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"{count} mails not in {address}'s INBOX")
+    finally:
+        imap.logout()
+
+
+async def test_login_errors_are_specific(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+    bridge_setups: dict, tmp_path: Path,
+) -> None:
+    user = await matrix_user()
+    room = await management_room(email_bridge, user)
+    address, password = mailbox
+    await email_login(email_bridge, user, room, address, "wrong-password", **servers(mail_stack),
+                      expect="Login failed")
+    notice = (await wait_notice(user, room, email_bridge.bot_mxid, "Login failed"))[-1]
+    assert "IMAP" in notice and "password" in notice.lower()
+    # the flow asks for the password again, keeping the servers
+    await wait_notice(user, room, email_bridge.bot_mxid, "Password", count=2)
+    await user.send_text(room, "cancel")
+    await wait_notice(user, room, email_bridge.bot_mxid, "Login cancelled")
+
+    from devstack.ports import free_port
+    closed = free_port()
+    await email_login(email_bridge, user, room, address, password,
+                      imap=f"127.0.0.1:{closed}:starttls", smtp=f"127.0.0.1:{closed}:starttls",
+                      expect="Login failed")
+    notice = (await wait_notice(user, room, email_bridge.bot_mxid, "Login failed", count=2))[-1]
+    assert "reach" in notice.lower() or "connect" in notice.lower(), notice
+    await user.send_text(room, "cancel")
+    await wait_notice(user, room, email_bridge.bot_mxid, "Login cancelled", count=2)
+    assert await email_bridge.logins_table.for_user(user.user_id) == []
