@@ -195,6 +195,11 @@ class ServerProcess:
         self.signal_stop()
         self.wait_stopped(timeout)
 
+    def crash(self) -> None:
+        """Kill the server and all its children at once (SIGKILL), like a crash or power loss."""
+        self._kill_group()
+        self.wait_stopped(timeout=5)
+
     def _kill_group(self) -> None:
         pgid = self._pgid
         if pgid is not None and pgid != os.getpgid(0):

@@ -180,6 +180,22 @@ class MailStack:
             time.sleep(0.05)
         raise DevstackError(f"Postfix does not accept mail for the new user {address}")
 
+    def set_password(self, local: str, password: str) -> None:
+        """Change a mailbox's password; returns once Dovecot accepts the new one.
+
+        Dovecot re-reads its passwd-file at most once a second, so this polls a real login.
+        """
+        check_users({local: password})
+        self.users[local] = password
+        self.dovecot.write_config()
+        for _ in range(100):
+            try:
+                self.imap_client(local).logout()
+                return
+            except imaplib.IMAP4.error:
+                time.sleep(0.05)
+        raise DevstackError(f"Dovecot does not accept the new password of {local}")
+
     def set_recipient_block(self, address: str, code_and_text: str) -> None:
         """Make Postfix answer RCPT TO:<address> with e.g. `450 4.2.0 try later`.
 

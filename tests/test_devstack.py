@@ -17,11 +17,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from ruamel.yaml import YAML
 
 from devstack.errors import ServerStartError
 from devstack.mail import MailPorts
 from devstack.ports import port_accepts
 from devstack.stack import MailStack, Synapse
+from tests.helpers.harness import BridgeSetup
 
 SynapseFactory = Callable[[list[Path]], Synapse]
 
@@ -184,32 +186,20 @@ def _get(url: str, token: str | None = None) -> dict[str, object]:
 
 
 def test_synapse_answers_and_registers_users(
-    synapse_factory: SynapseFactory, tmp_path: Path
+    synapse: Synapse, synapse_factory: SynapseFactory, bridge_setups: dict[str, BridgeSetup]
 ) -> None:
-    registration = tmp_path / "registration.yaml"
-    registration.write_text(
-        "id: devstack-test\n"
-        "url: http://127.0.0.1:9\n"
-        "as_token: devstack-as-token\n"
-        "hs_token: devstack-hs-token\n"
-        "sender_localpart: devstackbot\n"
-        "rate_limited: false\n"
-        "namespaces:\n"
-        "  users: [{exclusive: true, regex: '@devstack_.*:localhost'}]\n"
-        "  aliases: []\n"
-        "  rooms: []\n"
-    )
-    synapse = synapse_factory([registration])
     assert synapse.hs_url == f"http://127.0.0.1:{synapse.port}"
     assert "versions" in _get(f"{synapse.hs_url}/_matrix/client/versions")
     name = f"u{uuid.uuid4().hex[:8]}"
     user_id, token = synapse.register_user(name, "secretpass", admin=True)
     assert user_id == f"@{name}:{synapse.server_name}"
     assert _get(f"{synapse.hs_url}/_matrix/client/v3/account/whoami", token)["user_id"] == user_id
-    # the registration was loaded: its as_token authenticates as the sender
-    whoami = _get(f"{synapse.hs_url}/_matrix/client/v3/account/whoami", "devstack-as-token")
-    assert whoami["user_id"] == "@devstackbot:localhost"
-    assert synapse_factory([registration]) is synapse  # started once
+    # the registrations were loaded: an appservice's as_token authenticates as its sender
+    as_token = YAML(typ="safe").load(bridge_setups["email"].registration.read_text())["as_token"]
+    whoami = _get(f"{synapse.hs_url}/_matrix/client/v3/account/whoami", as_token)
+    assert whoami["user_id"] == "@letterboxbot:localhost"
+    registrations = [s.registration for s in bridge_setups.values()]
+    assert synapse_factory(registrations) is synapse  # started once per session
 
 
 # ---------------------------------------------------------------- postgres

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 from pathlib import Path
 import time
 
@@ -13,9 +10,10 @@ import pytest
 
 from bridge.core.bridge import Bridge
 from devstack.stack import MailStack
+from tests.helpers.email_e2e import by_body, logged_in, mail, servers, wait_in_inbox
 from tests.helpers.flows import email_login, management_room, wait_notice
 from tests.helpers.harness import start_bridge
-from tests.helpers.matrix_client import Event, MatrixTestClient
+from tests.helpers.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 
@@ -31,44 +29,6 @@ async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
     bridge = await start_bridge(email_config, connector_name="email")
     yield bridge
     await bridge.stop()
-
-
-def servers(mail_stack: MailStack) -> dict[str, str]:
-    return {"imap": f"127.0.0.1:{mail_stack.imap_port}:starttls",
-            "smtp": f"127.0.0.1:{mail_stack.submission_port}:starttls"}
-
-
-def mail(sender: str, to: list[str], subject: str, text: str, *, cc: list[str] | None = None,
-         html: str | None = None, reply_to: EmailMessage | None = None,
-         headers: dict[str, str] | None = None) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = ", ".join(to)
-    if cc:
-        msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(domain="example.org")
-    if reply_to is not None:
-        msg["In-Reply-To"] = reply_to["Message-ID"]
-        msg["References"] = reply_to["Message-ID"]
-    for name, value in (headers or {}).items():
-        msg[name] = value
-    msg.set_content(text)
-    if html:
-        msg.add_alternative(html, subtype="html")
-    return msg
-
-
-async def logged_in(bridge: Bridge, user: MatrixTestClient, mail_stack: MailStack,
-                    mailbox: tuple[str, str]) -> str:
-    room = await management_room(bridge, user)
-    await email_login(bridge, user, room, *mailbox, **servers(mail_stack))
-    return room
-
-
-def by_body(text: str) -> Callable[[Event], bool]:
-    return lambda e: e.get("type") == "m.room.message" and text in e["content"].get("body", "")
 
 
 async def test_mail_arrives_in_rooms_and_threads(
@@ -166,19 +126,6 @@ async def test_restart_catches_up_in_order_once(
     bodies = [e["content"]["body"] for e in user.messages(dm, bridge.ghosts.mxid("eve@example.org"))]
     numbered = [b.splitlines()[-1] for b in bodies if "message " in b]
     assert numbered == [f"message {n}" for n in range(1, 8)], bodies
-
-
-def wait_in_inbox(mail_stack: MailStack, address: str, count: int) -> None:
-    imap = mail_stack.imap_client(address)
-    try:
-        for _ in range(200):
-            imap.select("INBOX")
-            if int(imap.search(None, "ALL")[1][0].split().__len__()) >= count:
-                return
-            time.sleep(0.02)
-        raise TimeoutError(f"{count} mails not in {address}'s INBOX")
-    finally:
-        imap.logout()
 
 
 async def test_login_errors_are_specific(

@@ -68,11 +68,17 @@ class Bridge:
         self.domain: str = config["homeserver.domain"]
         url = str(config["database.url"])
         db_args: dict[str, Any] = {}
+        connector_db_args: dict[str, Any] = {}
         if url.startswith("postgres"):
-            db_args = {"min_size": 1, "max_size": int(config.get("database.max_connections", 10))}
+            # mautrix exits the process on an asyncpg internal client error, which a connection
+            # cut by a database restart can cause; the bridge answers 503 and reconnects instead.
+            db_args = {"min_size": 1, "max_size": int(config.get("database.max_connections", 10)),
+                       "meow_exit_on_ice": False}
+            connector_db_args = {"meow_exit_on_ice": False}
         self.db = Database.create(url, upgrade_table=upgrade_table, db_args=db_args,
                                   log=logging.getLogger("letterbox.db"))
         self._connector_db = Database.create(url, upgrade_table=connector.upgrade_table,
+                                             db_args=connector_db_args,
                                              log=logging.getLogger(f"letterbox.db.{connector.name}"))
         self.users_table = UserTable(self.db)
         self.logins_table = UserLoginTable(self.db)
@@ -114,6 +120,13 @@ class Bridge:
         return self._connector_db
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self._release()  # a failed start must not keep the port or the database
+            raise
+
+    async def _start(self) -> None:
         await self.db.start()
         self._connector_db.override_pool(self.db)  # the connector's tables share the core's pool
         await self._connector_db.start()
@@ -153,11 +166,22 @@ class Bridge:
                 version = str(caps.get("capabilities", {}).get("m.room_versions", {}).get("default", "10"))
                 # From room version 12 on, creators hold power implicitly and may not be listed.
                 self.creators_listed_in_power_levels = not (version.isdigit() and int(version) >= 12)
+                await self._ping_homeserver()
                 return
             except Exception as e:
                 log.warning("Homeserver not ready (%s), retrying (%d)", e, attempt)
                 await asyncio.sleep(1)
         raise RuntimeError("the homeserver did not accept the bridge bot")
+
+    async def _ping_homeserver(self) -> None:
+        """Ask the homeserver to ping us: proves the round trip and makes Synapse retry queued
+        transactions now instead of after its back-off."""
+        try:
+            took = await self.bot.appservice_ping(self.config["appservice.id"])
+            log.info("Homeserver reached the bridge in %d ms", took)
+        except Exception as e:
+            log.warning("The homeserver could not reach the bridge at %s: %s",
+                        self.config["appservice.address"], e)
 
     async def stop(self) -> None:
         await self.processor.stop()
@@ -170,13 +194,18 @@ class Bridge:
         for portal in self.portals.values():
             await portal.stop()
         await self.connector.stop()
+        await self._release()
+
+    async def _release(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner:
             await self._runner.cleanup()
+            self._runner = None
         if self._session:
             await self._session.close()
+            self._session = None
         await self.db.stop()
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -361,23 +390,28 @@ class Bridge:
         return await self.messages.exists(login_id, message_id)
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None:
+        """Store the state; tell the user about trouble, and about recovery after trouble."""
         login = self.logins.get(login_id)
         if login is None:
             return
-        changed = login.row.state != state.state.value or login.state_reason != state.reason
+        previous, previous_reason = login.state, login.state_reason
         login.state_reason = state.reason
-        if login.row.state != state.state.value:
-            previous = login.state
+        if previous != state.state:
             login.row.state = state.state.value
             await self.logins_table.update(login.row)
-            log.info("Login %s: %s -> %s (%s)", login_id, previous.value, state.state.value,
+            log.info("Login %s: %s -> %s %s", login_id, previous.value, state.state.value,
                      state.reason or "")
-            quiet = previous == LoginState.CONNECTING and state.state == LoginState.CONNECTED
-            if changed and not (quiet and state.reason is None) and state.state != LoginState.CONNECTING:
+        text: str | None = None
+        if state.state.is_error or state.state == LoginState.LOGGED_OUT:
+            if (previous, previous_reason) != (state.state, state.reason):
                 text = f"{login.row.remote_name}: {_STATE_TEXT[state.state]}"
-                if state.reason:
-                    text += f" ({state.reason})"
-                await self.notify_user(login.row.user_mxid, text)
+                text += f" ({state.reason})" if state.reason else ""
+                login.trouble_reported = state.state.is_error
+        elif state.state == LoginState.CONNECTED and login.trouble_reported:
+            text = f"{login.row.remote_name}: connected again"
+            login.trouble_reported = False
+        if text:
+            await self.notify_user(login.row.user_mxid, text)
 
     async def save_login_metadata(self, login_id: UserLoginID, metadata: dict[str, Any]) -> None:
         login = self.logins[login_id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mautrix.types import RoomID
+from mautrix.types import EventType, RoomID
 
 from ..network import (
     ConnectorError,
@@ -179,7 +179,7 @@ class MatrixHandler:
         return None
 
     async def _unsupported(self, room_id: str, event_id: str, text: str) -> None:
-        await self.bridge.bot.send_message_event(RoomID(room_id), "m.room.message", {  # type: ignore[arg-type]
+        await self.bridge.bot.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, {
             "msgtype": "m.notice", "body": text, "m.mentions": {},
             "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
         })

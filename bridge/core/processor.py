@@ -30,6 +30,9 @@ class InboxProcessor:
         # times on later passes, then given up with a log line so it cannot block its room.
         self._attempts: dict[int, int] = {}
         self.max_attempts = 3
+        # Handled, but the database did not take the mark: marked on later passes, never handled
+        # again (they stay in flight), so an outage after the handler ran does not repeat it.
+        self._unmarked: set[int] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -43,10 +46,12 @@ class InboxProcessor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
+        await self._mark_handled()  # what stays unmarked is handled again after a restart
 
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
+            await self._mark_handled()
             try:
                 pending = await self._inbox.pending(limit=200)
             except Exception:
@@ -67,9 +72,20 @@ class InboxProcessor:
             except TimeoutError:
                 pass
 
+    async def _mark_handled(self) -> None:
+        for seq in sorted(self._unmarked):
+            try:
+                await self._inbox.mark_done(seq)
+            except Exception as e:
+                log.warning("Cannot mark %d handled event(s) done yet: %s", len(self._unmarked), e)
+                return
+            self._unmarked.discard(seq)
+            self._in_flight.discard(seq)
+
     async def _room_worker(self, room: str, queue: asyncio.Queue[InboxEvent]) -> None:
         while not queue.empty():
             item = queue.get_nowait()
+            handled = True
             try:
                 await self._handler(item.event)
             except Exception:
@@ -79,14 +95,18 @@ class InboxProcessor:
                 if attempts < self.max_attempts:
                     self._in_flight.discard(item.seq)
                     continue
+                handled = False
             self._attempts.pop(item.seq, None)
             try:
                 await self._inbox.mark_done(item.seq)
             except Exception:
-                # Left pending: it is picked up again when the database is back.
-                log.exception("Could not mark event %s handled; will retry", item.event_id)
-            finally:
-                self._in_flight.discard(item.seq)
+                if handled:
+                    log.exception("Could not mark event %s handled; marking it later", item.event_id)
+                    self._unmarked.add(item.seq)
+                    continue
+                # Given up while the database is away: left pending, so it is tried afresh later.
+                log.exception("Could not mark event %s given up; will retry it", item.event_id)
+            self._in_flight.discard(item.seq)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until nothing is pending or in flight (used by tests and shutdown)."""

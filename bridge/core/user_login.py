@@ -13,6 +13,8 @@ class UserLogin:
     row: UserLoginRow
     client: NetworkClient | None = None
     state_reason: str | None = None
+    # A trouble notice was sent; the next CONNECTED is announced as a recovery.
+    trouble_reported: bool = False
 
     @property
     def id(self) -> UserLoginID:

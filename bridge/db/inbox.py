@@ -9,6 +9,8 @@ from typing import Any
 
 from mautrix.util.async_db import Database
 
+from .rows import rowcount
+
 
 @dataclass(slots=True)
 class InboxEvent:
@@ -23,25 +25,29 @@ class InboxTable:
         self.db = db
 
     async def record_transaction(self, txn_id: str, events: list[dict[str, Any]]) -> bool:
-        """Store a transaction's events atomically. False if the transaction was seen before."""
+        """Store a transaction's events atomically; True if any event was new.
+
+        Events are deduplicated by event ID, not by transaction ID: Synapse numbers its
+        transactions from 1 again after a restart, so a transaction ID alone proves nothing.
+        """
         now = int(time.time() * 1000)
+        new = 0
         async with self.db.acquire() as conn, conn.transaction():
-            seen = await conn.fetchval("SELECT 1 FROM as_transaction WHERE txn_id=$1", txn_id)
-            if seen:
-                return False
             await conn.execute(
-                "INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2)", txn_id, now
+                """INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2)
+                   ON CONFLICT (txn_id) DO NOTHING""",
+                txn_id, now,
             )
             for event in events:
                 event_id = event.get("event_id")
                 if not isinstance(event_id, str):
                     continue
-                await conn.execute(
+                new += rowcount(await conn.execute(
                     """INSERT INTO matrix_event_inbox (event_id, room_id, event_json, received_at)
                        VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING""",
                     event_id, event.get("room_id"), json.dumps(event), now,
-                )
-        return True
+                ))
+        return new > 0
 
     async def pending(self, limit: int = 100) -> list[InboxEvent]:
         rows = await self.db.fetch(

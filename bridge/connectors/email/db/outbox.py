@@ -7,7 +7,7 @@ import time
 
 from mautrix.util.async_db import Database
 
-from bridge.db.rows import Record
+from bridge.db.rows import Record, rowcount
 
 _COLUMNS = ("event_id, login_id, portal_id, room_id, message_id, raw, recipients, state, attempts, "
             "next_attempt, last_error, created_at")
@@ -58,7 +58,7 @@ class OutboxTable:
             json.dumps(row.recipients), row.state.value, row.attempts, row.next_attempt,
             row.last_error, row.created_at,
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def get(self, event_id: str) -> OutboxRow | None:
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM email_outbox WHERE event_id=$1", event_id)
@@ -100,9 +100,3 @@ class OutboxTable:
         )
         return OutboxRow.from_record(row) if row else None
 
-
-def _rowcount(result: object) -> int:
-    """asyncpg returns a status string ('INSERT 0 1'), aiosqlite a cursor."""
-    if isinstance(result, str):
-        return int(result.rsplit(" ", 1)[-1])
-    return int(getattr(result, "rowcount", 0))

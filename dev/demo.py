@@ -1,0 +1,147 @@
+"""The demo conversation: alice logs in to her mailbox through the bot, bob mails her, she answers.
+
+`python -m dev.demo configure --dir DIR` writes the bridge config and registration for the demo
+stack (fixed loopback ports, see devstack); `converse` runs the conversation against the running
+bridge and prints what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+import smtplib
+import sys
+import time
+
+from bridge.__main__ import main as bridge_main
+from bridge.connectors import load_connector
+from bridge.core.config import Config
+from bridge.__main__ import example_for
+from devstack.__main__ import MAIL_PORTS, SYNAPSE_PORT
+from devstack.stack import MailStack
+from devstack.synapse import login
+from tests.helpers.flows import email_login, wait_notice
+from tests.helpers.matrix_client import MatrixTestClient
+
+HS_URL = f"http://127.0.0.1:{SYNAPSE_PORT}"
+BOT = "@letterboxbot:localhost"
+ALICE, BOB = "alice@test.local", "bob@test.local"
+
+
+def configure(directory: Path) -> None:
+    config_path, registration = directory / "config.yaml", directory / "registration.yaml"
+    if not config_path.exists():
+        bridge_main(["-g", "-c", str(config_path), "-r", str(registration)])
+    config = Config.load(config_path, example_for(load_connector("email")))
+    config["homeserver.address"] = HS_URL
+    config["homeserver.domain"] = "localhost"
+    config["database.url"] = f"sqlite:{directory / 'letterbox.db'}"
+    config["bridge.permissions"] = {"*": "relay", "localhost": "user", "@admin:localhost": "admin"}
+    config["network.email.ca_file"] = str(directory / "stack" / "tls" / "ca.pem")
+    config.save()
+    bridge_main(["-g", "-c", str(config_path), "-r", str(registration)])
+
+
+async def converse(directory: Path) -> None:
+    user_id, token = login(HS_URL, "alice", "alicepass")
+    alice = MatrixTestClient(HS_URL, user_id, token)
+    try:
+        await alice.sync_once()
+        room = await _management_room(alice)
+        logins = await _ask(alice, room, "list-logins")
+        if ALICE not in logins:
+            print("[demo] logging in alice@test.local through the bot")
+            await email_login_demo(alice, room)
+        subject = f"Demo {time.strftime('%H:%M:%S')}"
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = f"Bob <{BOB}>", ALICE, subject
+        msg["Message-ID"] = make_msgid(domain="test.local")
+        msg.set_content("Hello Alice, this mail went through Postfix and Dovecot into Matrix.")
+        with smtplib.SMTP("127.0.0.1", MAIL_PORTS.smtp) as smtp:
+            smtp.send_message(msg)
+        print(f"[demo] bob mailed alice: {subject!r}")
+        portal = await _portal_with(alice, "went through Postfix")
+        print(f"[demo] the mail is in Matrix room {portal} (as bob's ghost)")
+        await alice.send_text(portal, "Thanks Bob! Written in Matrix, delivered as email.")
+        reply = await asyncio.to_thread(_wait_for_reply, directory, subject)
+        print(f"[demo] bob received alice's answer by email: Subject {reply!r}")
+        print(f"\n[demo] All up. Log in with any Matrix client at {HS_URL} as alice / alicepass.")
+        print("[demo] Mail: alice@test.local and bob@test.local on IMAP 127.0.0.1:"
+              f"{MAIL_PORTS.imap} (STARTTLS), SMTP 127.0.0.1:{MAIL_PORTS.submission}.")
+        print("[demo] Stop everything with: ./dev/demo.sh down")
+    finally:
+        await alice.close()
+
+
+async def email_login_demo(alice: MatrixTestClient, room: str) -> None:
+    class _Bridge:
+        bot_mxid = BOT
+    await email_login(_Bridge(), alice, room, ALICE, "alicepass",  # type: ignore[arg-type]
+                      imap=f"127.0.0.1:{MAIL_PORTS.imap}:starttls",
+                      smtp=f"127.0.0.1:{MAIL_PORTS.submission}:starttls")
+
+
+async def _management_room(alice: MatrixTestClient) -> str:
+    for room in list(alice.joined):
+        members = await alice.request("GET", f"/rooms/{room}/joined_members")
+        create = await alice.request("GET", f"/rooms/{room}/state/m.room.create/")
+        if set(members["joined"]) == {alice.user_id, BOT} and create.get("type") != "m.space":
+            return room
+    room = await alice.create_dm(BOT)
+    await wait_notice(alice, room, BOT, "Send `help`", timeout=30)
+    return room
+
+
+async def _ask(alice: MatrixTestClient, room: str, command: str) -> str:
+    before = len(alice.messages(room, BOT))
+    await alice.send_text(room, command)
+    await alice.wait_for(lambda: len(alice.messages(room, BOT)) > before, 30)
+    return alice.messages(room, BOT)[-1]["content"]["body"]
+
+
+async def _portal_with(alice: MatrixTestClient, text: str) -> str:
+    def find() -> str | None:
+        for room in list(alice.invites):
+            if room not in alice.joined:
+                asyncio.get_running_loop().create_task(alice.join(room))
+        for room, events in alice.timeline.items():
+            if any(text in e.get("content", {}).get("body", "") for e in events):
+                return room
+        return None
+    return await alice.wait_for(find, 30)
+
+
+def _wait_for_reply(directory: Path, subject: str) -> str:
+    stack = MailStack(directory / "stack", {"bob": "bobpass"}, ports=MAIL_PORTS)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        imap = stack.imap_client("bob")
+        try:
+            imap.select("INBOX")
+            _, data = imap.search(None, "SUBJECT", f'"Re: {subject}"')
+            if data[0]:
+                return f"Re: {subject}"
+        finally:
+            imap.logout()
+        time.sleep(0.5)
+    raise TimeoutError("bob did not receive the answer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dev.demo")
+    parser.add_argument("action", choices=["configure", "converse"])
+    parser.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    if args.action == "configure":
+        configure(args.dir)
+    else:
+        asyncio.run(converse(args.dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

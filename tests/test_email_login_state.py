@@ -1,0 +1,85 @@
+"""Login states of a mailbox surfaced to the user: bad certificate, bad credentials, server down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+import subprocess
+
+import pytest
+
+from devstack.stack import MailStack, Synapse
+from tests.helpers.flows import email_login, management_room, wait_notice
+from tests.helpers.harness import BridgeSetup, start_bridge
+from tests.helpers.matrix_client import MatrixTestClient
+
+pytestmark = pytest.mark.servers
+
+MakeUser = Callable[..., Awaitable[MatrixTestClient]]
+
+
+def servers(mail_stack: MailStack) -> dict[str, str]:
+    return {"imap": f"127.0.0.1:{mail_stack.imap_port}:starttls",
+            "smtp": f"127.0.0.1:{mail_stack.submission_port}:starttls"}
+
+
+async def test_untrusted_certificate_is_refused_at_login(
+    bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str, tmp_path: Path,
+    mail_stack: MailStack, mailbox: tuple[str, str], matrix_user: MakeUser,
+) -> None:
+    # No ca_file: the test servers' self-made CA is not in the system store.
+    config = bridge_setups["email"].config_for(tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
+                                               network={"ca_file": None})
+    bridge = await start_bridge(config, connector_name="email")
+    try:
+        user = await matrix_user()
+        room = await management_room(bridge, user)
+        await email_login(bridge, user, room, *mailbox, imap=f"127.0.0.1:{mail_stack.imaps_port}:tls",
+                          smtp=f"127.0.0.1:{mail_stack.submission_port}:starttls", expect="Login failed")
+        notice = (await wait_notice(user, room, bridge.bot_mxid, "Login failed"))[-1]
+        assert "certificate" in notice.lower(), notice
+        assert notice.count("certificate") >= 2  # both IMAP and SMTP say so
+        assert await bridge.logins_table.for_user(user.user_id) == []
+    finally:
+        await bridge.stop()
+
+
+async def test_runtime_states_are_announced(
+    email_config: Path, mail_stack: MailStack, mailbox: tuple[str, str], matrix_user: MakeUser,
+) -> None:
+    address, password = mailbox
+    bridge = await start_bridge(email_config, connector_name="email")
+    try:
+        user = await matrix_user()
+        room = await management_room(bridge, user)
+        await email_login(bridge, user, room, address, password, **servers(mail_stack))
+        login_id = address.casefold()
+        await user.wait_for(lambda: bridge.logins[login_id].state.value == "CONNECTED")
+
+        # The server goes away: a transient disconnect, then recovery when it is back.
+        # The server crashes (in a thread: the bridge shares this event loop). A clean stop would
+        # do too, but Dovecot keeps an idle session open for 30 s while it shuts down.
+        await asyncio.to_thread(mail_stack.dovecot.process.crash)
+        try:
+            await wait_notice(user, room, bridge.bot_mxid, "disconnected, retrying", timeout=30)
+            assert (await bridge.logins_table.get(login_id)).state == "TRANSIENT_DISCONNECT"
+        finally:
+            await asyncio.to_thread(mail_stack.dovecot.start)
+        await wait_notice(user, room, bridge.bot_mxid, "connected again", timeout=60)
+        assert (await bridge.logins_table.get(login_id)).state == "CONNECTED"
+
+        # The password changes on the server: bad credentials, and a new login fixes it.
+        local = address.split("@")[0]
+        await asyncio.to_thread(mail_stack.set_password, local, password + "-new")
+        await asyncio.to_thread(subprocess.run, ["doveadm", "-c", str(mail_stack.dovecot.config), "kick",
+                                                 address], check=True, capture_output=True)
+        await wait_notice(user, room, bridge.bot_mxid, "refused the credentials", timeout=30)
+        assert (await bridge.logins_table.get(login_id)).state == "BAD_CREDENTIALS"
+        await user.send_text(room, "list-logins")
+        await wait_notice(user, room, bridge.bot_mxid, "BAD_CREDENTIALS")
+        await email_login(bridge, user, room, address, password + "-new", **servers(mail_stack))
+        await wait_notice(user, room, bridge.bot_mxid, "connected again", count=2, timeout=30)
+        assert len(await bridge.logins_table.for_user(user.user_id)) == 1
+    finally:
+        await bridge.stop()
