@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+import os
 from pathlib import Path
+import subprocess
+import sys
 import time
 
 import pytest
@@ -154,3 +159,88 @@ async def test_login_errors_are_specific(
     await user.send_text(room, "cancel")
     await wait_notice(user, room, email_bridge.bot_mxid, "Login cancelled", count=2)
     assert await email_bridge.logins_table.for_user(user.user_id) == []
+
+
+def append(mail_stack: MailStack, address: str, folder: str, raw: bytes) -> None:
+    imap = mail_stack.imap_client(address)
+    try:
+        status, _ = imap.append(folder, "(\\Seen)", None, raw)
+        assert status == "OK"
+    finally:
+        imap.logout()
+
+
+def stored_message(mail_stack: MailStack, address: str, subject: str) -> bytes:
+    """The exact bytes the server stored (Postfix adds Received:, Return-Path: ...)."""
+    imap = mail_stack.imap_client(address)
+    try:
+        imap.select("INBOX", readonly=True)
+        uid = imap.uid("SEARCH", "SUBJECT", subject)[1][0].split()[-1]
+        data = imap.uid("FETCH", uid, "(BODY.PEEK[])")[1]
+        return bytes(data[0][1])
+    finally:
+        imap.logout()
+
+
+def nested(depth: int) -> bytes:
+    parts = "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth))
+    closing = "".join(f"\r\n--b{i}--\r\n" for i in reversed(range(depth)))
+    return (f"From: Mallory <mallory@example.org>\r\nTo: you@test.local\r\nSubject: deep\r\n"
+            f"Message-ID: <deep-{depth}@example.org>\r\nMIME-Version: 1.0\r\n{parts}"
+            f"Content-Type: text/plain\r\n\r\nbottom{closing}").encode()
+
+
+async def test_own_mail_duplicates_and_broken_mail(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str]
+) -> None:
+    user = await matrix_user()
+    me = mailbox[0]
+    await logged_in(email_bridge, user, mail_stack, mailbox)
+
+    # Written in another mail client: found in Sent, posted by the ghost of one's own address.
+    own = mail(f"Me <{me}>", ["Frank <frank@example.org>"], "From my phone", "Sent from elsewhere")
+    append(mail_stack, me, "Sent", own.as_bytes())
+    dm = await user.wait_for_room_invite(timeout=20)
+    await user.join(dm)
+    event = await user.wait_for_event(dm, by_body("Sent from elsewhere"))
+    assert event["sender"] == email_bridge.ghosts.mxid(me)
+
+    # The same Message-ID in two folders is one event.
+    twice = mail("Frank <frank@example.org>", [me], "Copy", "only once please")
+    append(mail_stack, me, "Sent", twice.as_bytes())
+    mail_stack.deliver(twice.as_bytes(), [me], "frank@example.org")
+    await user.wait_for_event(dm, by_body("only once please"))
+    marker = mail("Frank <frank@example.org>", [me], "Later", "after the copies")
+    mail_stack.deliver(marker.as_bytes(), [me], "frank@example.org")
+    await user.wait_for_event(dm, by_body("after the copies"))
+    await asyncio.sleep(1.5)  # one more poll of Sent
+    await user.sync_once(timeout_ms=0)
+    assert len([e for e in user.messages(dm) if "only once please" in e["content"].get("body", "")]) == 1
+
+    # A mail that breaks a cap becomes a notice with the raw message attached; later mail flows.
+    mail_stack.deliver(nested(40), [me], "mallory@example.org")
+    errors = await user.wait_for_room_invite(timeout=20)
+    await user.join(errors)
+    notice = await user.wait_for_event(errors, lambda e: e["content"].get("msgtype") == "m.notice")
+    assert "nest" in notice["content"]["body"].lower()
+    raw = await user.wait_for_event(errors, lambda e: e["content"].get("msgtype") == "m.file")
+    assert await user.download(raw["content"]["url"]) == stored_message(mail_stack, me, "deep")
+    after = mail("Frank <frank@example.org>", [me], "Still here", "the queue still flows")
+    mail_stack.deliver(after.as_bytes(), [me], "frank@example.org")
+    await user.wait_for_event(dm, by_body("the queue still flows"))
+
+
+def test_preview_command_prints_events(tmp_path: Path) -> None:
+    """`python -m bridge preview FILE.eml --json` works without any server."""
+    sample = Path(__file__).parent / "corpus" / "inline"
+    eml = sorted(sample.glob("*.eml"))[0]
+    result = subprocess.run([sys.executable, "-m", "bridge", "preview", str(eml), "--json"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert result.returncode == 0, result.stderr
+    events = json.loads(result.stdout)
+    assert events and {"type", "content", "sender", "thread_root", "reply_to", "attachments"} <= events[0].keys()
+    bad = subprocess.run([sys.executable, "-m", "bridge", "preview", str(tmp_path / "missing.eml"), "--json"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert bad.returncode != 0 and "missing.eml" in bad.stderr

@@ -6,6 +6,7 @@ posted and the mail is indexed, so the folder checkpoint never runs ahead of Mat
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 import hashlib
 import logging
@@ -85,7 +86,9 @@ class InboundPipeline:
         if portal_id is None:
             portal_id = key.portal_id
         known_thread = any([await self.is_known(r) for r in refs])
-        converted: ConvertedEmail = convert_email(parsed, include_subject=not known_thread)
+        # Sanitising hostile HTML can take a moment: keep the event loop free meanwhile.
+        converted: ConvertedEmail = await asyncio.to_thread(
+            convert_email, parsed, include_subject=not known_thread)
         timestamp = parsed.date or mail.internal_date or datetime.now(UTC)
         return RemoteMessage(
             portal=PortalID(portal_id),
@@ -118,7 +121,7 @@ class InboundPipeline:
         )
 
     async def _post_rejected(self, mail: FetchedMail, reason: str) -> None:
-        converted = convert_rejected(mail.raw, reason)
+        converted = await asyncio.to_thread(convert_rejected, mail.raw, reason)
         message_id = fallback_message_id(mail.raw)
         if await self.is_known(message_id):
             return
