@@ -268,5 +268,6 @@ def test_display_name_and_filename(name: str, filename: str) -> None:
     (attachment,) = parsed.iter_attachments()
     assert attachment.get_filename() == normalise_filename(filename)
     if not _unsafe(filename):
-        expected = " ".join(filename.split()).replace("/", "_").replace("\\", "_") or "attachment"
+        expected = " ".join(filename.split()).replace("/", "_").replace("\\", "_").replace('"', "'")
+        expected = expected or "attachment"
         assert attachment.get_filename() == expected

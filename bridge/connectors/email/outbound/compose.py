@@ -114,9 +114,13 @@ def _addresses(mailboxes: list[Mailbox], field_name: str, seen: set[str]) -> lis
 
 
 def normalise_filename(filename: str) -> str:
-    """The attachment name as it will appear in the mail (decoded, no path separators)."""
+    """The attachment name as it will appear in the mail (decoded, no path separators).
+
+    Double quotes become apostrophes: mail readers strip quotes around a parameter value, so a
+    name like `""` would otherwise arrive empty.
+    """
     name = clean_header_text(filename, "attachment name")
-    name = name.replace("/", "_").replace("\\", "_")
+    name = name.replace("/", "_").replace("\\", "_").replace('"', "'")
     return name or _DEFAULT_FILENAME
 
 
