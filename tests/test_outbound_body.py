@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.connectors.email.html_text import MAX_MARKED_DEPTH
 from bridge.connectors.email.outbound import (
     MailBody,
     UnsupportedContent,
@@ -188,3 +189,26 @@ def test_html_to_text_nested_structures() -> None:
         "<pre>x\n  y</pre><p>one<br>two</p><table><tr><th>k</th><th>v</th></tr></table>"
     )
     assert text == "3. three\n4. four\n   - sub\n\n> a\n>\n> > b\n\nx\n  y\n\none\ntwo\n\nk | v"
+
+
+def test_html_to_text_mail_layout() -> None:
+    # Gmail writes a line per <div>; layout tables leave empty cells; icon links have no text.
+    assert html_to_text("<div>a</div><div><br></div><div>b</div><div>c</div>") == "a\n\nb\nc"
+    table = "<table><tr><td>a</td><td> </td><td>b</td></tr><tr><td></td><td></td></tr></table>"
+    assert html_to_text(table) == "a | b"
+    links = (
+        '<p>see <a href="https://x.example/"></a> <a href="mailto:a@b.example">&lt;a@b.example'
+        '&gt;</a> <a href="https://y.example/">site</a> <img alt="logo"></p>'
+        "<svg><text>no</text></svg><noscript>no</noscript>"
+    )
+    assert html_to_text(links) == "see <a@b.example> site <https://y.example/> [logo]"
+
+
+def test_html_to_text_hostile_input() -> None:
+    huge = "9" * 5000  # more digits than int() accepts
+    lists = f'<ol start="²"><li>a</li></ol><ol start="{huge}"><li>b</li></ol>'
+    assert html_to_text(lists) == "1. a\n\n1. b"
+    # Nesting deeper than MAX_MARKED_DEPTH is not marked deeper, so lines stay short.
+    text = html_to_text("<blockquote>" * 5000 + "<ul><li>" * 5000 + "x<br>" * 5000)
+    assert text.startswith("> " * MAX_MARKED_DEPTH + "-")
+    assert max(len(line) for line in text.split("\n")) <= 5 * MAX_MARKED_DEPTH + 3

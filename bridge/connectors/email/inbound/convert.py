@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from html import escape
 from typing import Any
 
+from ..html_text import html_to_text, text_to_html
 from .html_sanitize import rebuild, remove_hidden, sanitize_html
-from .html_text import html_to_text, text_to_html
 from .media import msgtype_for, verified_mimetype
 from .model import Attachment, DeliveryReport, ParsedEmail
 from .quotes import QUOTE, SUMMARIES, Split, split_html, split_text

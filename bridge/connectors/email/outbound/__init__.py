@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..html_text import html_to_text
 from .body import MailBody, matrix_to_mail_body
 from .compose import (
     ALLOWED_EXTRA_HEADERS,
@@ -12,7 +13,6 @@ from .compose import (
 )
 from .errors import ComposeError, HeaderInjection, InvalidHeader, UnsupportedContent
 from .header_text import clean_display_name, clean_header_text
-from .html_text import html_to_text
 from .message_ids import (
     event_id_hash,
     event_id_hash_from_message_id,

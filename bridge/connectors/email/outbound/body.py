@@ -12,8 +12,8 @@ from urllib.parse import unquote
 import commonmark
 import nh3
 
+from ..html_text import html_to_text
 from .errors import UnsupportedContent
-from .html_text import html_to_text
 
 TEXT_MSGTYPES = ("m.text", "m.notice", "m.emote")
 HTML_FORMAT = "org.matrix.custom.html"
