@@ -167,7 +167,7 @@ class MailStack:
         return client
 
     def add_user(self, local: str, password: str) -> str:
-        """Create a mailbox while the servers run; returns once Postfix accepts mail for it."""
+        """Create a mailbox while the servers run; returns once Postfix and Dovecot accept it."""
         check_users({local: password})
         self.users[local] = password
         self.dovecot.write_config()  # Dovecot re-reads its passwd-file when it changes
@@ -176,25 +176,29 @@ class MailStack:
         address = self.address(local)
         for _ in range(100):
             if self.postfix.probe_rcpt(address)[0] == 250:
-                return address
+                break
             time.sleep(0.05)
-        raise DevstackError(f"Postfix does not accept mail for the new user {address}")
+        else:
+            raise DevstackError(f"Postfix does not accept mail for the new user {address}")
+        self._wait_for_login(local)
+        return address
 
     def set_password(self, local: str, password: str) -> None:
-        """Change a mailbox's password; returns once Dovecot accepts the new one.
-
-        Dovecot re-reads its passwd-file at most once a second, so this polls a real login.
-        """
+        """Change a mailbox's password; returns once Dovecot accepts the new one."""
         check_users({local: password})
         self.users[local] = password
         self.dovecot.write_config()
+        self._wait_for_login(local)
+
+    def _wait_for_login(self, local: str) -> None:
+        # Dovecot re-reads its passwd-file at most once a second: poll a real login.
         for _ in range(100):
             try:
                 self.imap_client(local).logout()
                 return
             except imaplib.IMAP4.error:
                 time.sleep(0.05)
-        raise DevstackError(f"Dovecot does not accept the new password of {local}")
+        raise DevstackError(f"Dovecot does not accept the password of {local}")
 
     def set_recipient_block(self, address: str, code_and_text: str) -> None:
         """Make Postfix answer RCPT TO:<address> with e.g. `450 4.2.0 try later`.

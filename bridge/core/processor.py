@@ -67,8 +67,11 @@ class InboxProcessor:
                 worker = self._workers.get(room)
                 if worker is None or worker.done():
                     self._workers[room] = asyncio.create_task(self._room_worker(room, queue))
+            # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives just as
+            # the event is set, and stop() would then wait forever.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._retry_interval)
+                async with asyncio.timeout(self._retry_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

@@ -12,6 +12,7 @@ from .client import EmailClient
 from .config import EmailConfig, example_config, parse_config
 from .db import upgrade_table
 from .inbound.limits import ParseLimits
+from .inbound.pool import close_default_pool
 from .login import EmailLogin
 
 
@@ -49,6 +50,9 @@ class EmailConnector(NetworkConnector):
     async def start(self, bridge: BridgeAPI, config: dict[str, Any]) -> None:
         self._bridge = bridge
         self.config = parse_config(config)
+
+    async def stop(self) -> None:
+        await close_default_pool()  # the mail parser's worker processes
 
     def create_login(self, user_mxid: str) -> LoginProcess:
         return EmailLogin(self, user_mxid)
