@@ -14,7 +14,6 @@ import imaplib
 import re
 import time
 from typing import Protocol
-import uuid
 
 from devstack.stack import MailStack
 from tests.helpers.flows import email_login, management_room
@@ -79,30 +78,6 @@ def wait_in_inbox(mail_stack: MailStack, address: str, count: int) -> None:
         raise TimeoutError(f"{count} mails not in {address}'s INBOX")
     finally:
         imap.logout()
-
-
-async def new_mailboxes(mail_stack: MailStack, count: int) -> list[tuple[str, str]]:
-    """`count` fresh mailboxes (address, password), each one able to log in over IMAP.
-
-    Dovecot's passwd-file is re-read at most once per second: a login in the same second as an
-    earlier lookup still sees the old file. So the last new user is tried until it gets in.
-    """
-    boxes = []
-    for _ in range(count):
-        local = f"m{uuid.uuid4().hex[:10]}"
-        password = f"pw-{local}"
-        boxes.append((mail_stack.add_user(local, password), password))
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            imap = await asyncio.to_thread(mail_stack.imap_client, boxes[-1][0])
-        except imaplib.IMAP4.error:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-            continue
-        await asyncio.to_thread(imap.logout)
-        return boxes
 
 
 # ---------------------------------------------------------------- reading mailboxes over IMAP

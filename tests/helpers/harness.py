@@ -84,5 +84,10 @@ async def start_bridge(config_path: Path, connector: NetworkConnector | None = N
     connector = connector or load_connector(connector_name)
     config = load_config(config_path, connector)
     bridge = Bridge(config, connector)
-    await bridge.start()
+    try:
+        await bridge.start()
+    except BaseException:
+        # Release what did start (an open SQLite connection thread keeps pytest from exiting).
+        await bridge.stop()
+        raise
     return bridge

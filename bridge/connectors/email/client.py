@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from ...network import (
@@ -33,6 +34,7 @@ from .addresses import InvalidAddress, address_key, parse_mailbox
 from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
 from .imap import Backfill, ImapAccount, ImapError, ImapOps, ImapSync, SyncState
 from .outbox import Outbox
+from .outbound import event_id_hash_from_message_id
 from .outbound.smtp_submit import SmtpAccount
 from .receive import InboundPipeline
 from .rooms import ghost_id, user_info
@@ -43,6 +45,19 @@ if TYPE_CHECKING:
     from .connector import EmailConnector
 
 log = logging.getLogger("letterbox.email.client")
+
+
+class _ClientInbound(InboundPipeline):
+    """The inbound pipeline, also counting mail this login composed as already known.
+
+    Every mail the bridge sends is filed in the Sent folder, which is synced. Most of them are
+    known to the core by their Message-ID (the Matrix message they came from), but not all: an
+    edit's correction mail or a mailed reaction has no message row of its own. Their copies in
+    Sent are echoes too and must not come back as messages from the user's own address.
+    """
+
+    async def is_known(self, message_id: str) -> bool:
+        return await self.client.composed_here(message_id) or await super().is_known(message_id)
 
 
 class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandler,
@@ -98,7 +113,7 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             if sent and sent not in folders:
                 folders.append(sent)
         self._sync = ImapSync(
-            account, sink=InboundPipeline(self), checkpoints=self.checkpoints, listener=self,
+            account, sink=_ClientInbound(self), checkpoints=self.checkpoints, listener=self,
             folders=folders,
             backfill=Backfill(max_age_days=cfg.backfill_days, max_messages=cfg.backfill_messages),
             idle_renew_s=cfg.idle_renew_s, poll_interval_s=cfg.poll_interval_s,
@@ -132,6 +147,13 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         except ImapError as e:
             log.warning("Could not copy a sent mail to the Sent folder of %s: %s", self.address, e.reason)
 
+    async def composed_here(self, message_id: str) -> bool:
+        """Whether this login composed the mail `message_id` from a Matrix event."""
+        if event_id_hash_from_message_id(message_id) is None:
+            return False
+        row = await self.mail_index.get(self.login.login_id, message_id)
+        return row is not None and address_key(row.sender) in self.own_addresses
+
     # ---------------------------------------------------------------- Matrix -> email
     async def handle_matrix_message(self, msg: MatrixMessage) -> MessageID | None:
         if msg.content.get("msgtype") == "m.notice":
@@ -140,7 +162,9 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         existing = await self.outbox.table.get(msg.event_id)
         if existing:  # the same Matrix event handled again (replay): already queued
             return MessageID(existing.message_id)
-        if await self.outbox.table.sent_in_last_hour(self.login.login_id, msg.timestamp_ms or 0) >= cfg.max_mails_per_hour:
+        # Wall-clock time: edits and reactions carry no timestamp of their own.
+        now_ms = int(time.time() * 1000)
+        if await self.outbox.table.sent_in_last_hour(self.login.login_id, now_ms) >= cfg.max_mails_per_hour:
             raise ConnectorError(f"Not sent: the limit of {cfg.max_mails_per_hour} mails per hour is reached.")
         prepared = await prepare_mail(self, msg)
         await self.mail_index.upsert(prepared.index)
@@ -160,7 +184,7 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         if isinstance(content.get("formatted_body"), str):
             content["formatted_body"] = "<p><em>Correction:</em></p>" + content["formatted_body"]
         msg = MatrixMessage(portal=edit.portal, event_id=edit.event_id, sender=edit.sender,
-                            content=content, timestamp_ms=0, reply_to=edit.target)
+                            content=content, timestamp_ms=int(time.time() * 1000), reply_to=edit.target)
         await self.handle_matrix_message(msg)
 
     async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
@@ -178,7 +202,7 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             raise ActionNotSupported("Reactions are not sent by email (the bridge is configured so).")
         msg = MatrixMessage(portal=reaction.portal, event_id=reaction.event_id, sender=reaction.sender,
                             content={"msgtype": "m.text", "body": f"Reacted {reaction.key}"},
-                            timestamp_ms=0, reply_to=reaction.target)
+                            timestamp_ms=int(time.time() * 1000), reply_to=reaction.target)
         await self.handle_matrix_message(msg)
 
     async def handle_matrix_read_receipt(self, receipt: MatrixReadReceipt) -> None:

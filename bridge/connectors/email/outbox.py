@@ -69,8 +69,11 @@ class Outbox:
                 log.exception("Outbox of %s failed; retrying shortly", self.client.address)
                 next_due = _now_ms() + 5000
             wait = 3600.0 if next_due is None else max(0.0, (next_due - _now_ms()) / 1000)
+            # Not asyncio.wait_for: on 3.11 it swallows a cancellation that arrives just as the
+            # event is set (a message queued while the login stops), and stop() would hang.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 
