@@ -1,7 +1,7 @@
 """The appservice HTTP API the homeserver calls (transactions, ping, user/alias queries).
 
 Every request must carry `Authorization: Bearer <hs_token>` (compared in constant time);
-tokens in the query string are refused. A transaction is answered 200 only after its events
+a token in the query string is never accepted. A transaction is answered 200 only after its events
 are stored in the database, so a crash or a database outage makes the homeserver retry.
 """
 
@@ -52,14 +52,14 @@ class Intake:
     async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not request.path.startswith(PREFIX):
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
-        if "access_token" in request.query:
-            log.warning("Refused request to %s with a token in the query string", request.path)
-            return _error(403, "M_FORBIDDEN", "Tokens in the query string are not accepted")
+        # Only the Authorization header counts. A token in the query string is never accepted;
+        # it is ignored beside a valid header (Synapse's legacy mode sends both).
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), self._hs_token):
-            log.warning("Refused request to %s with a missing or wrong hs_token", request.path)
-            return _error(403, "M_FORBIDDEN", "Missing or invalid hs_token")
+            where = "only in the query string" if "access_token" in request.query else "missing or wrong"
+            log.warning("Refused request to %s: hs_token %s", request.path, where)
+            return _error(403, "M_FORBIDDEN", "Missing or invalid hs_token (use the Authorization header)")
         return await handler(request)
 
     async def _ping(self, request: web.Request) -> web.Response:

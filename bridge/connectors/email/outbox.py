@@ -9,8 +9,6 @@ server says so. The room shows the outcome through the core's send-status report
 from __future__ import annotations
 
 import asyncio
-from email import policy
-from email.parser import BytesParser
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -80,9 +78,8 @@ class Outbox:
     async def _send(self, row: OutboxRow) -> None:
         portal = PortalRef(PortalID(row.portal_id), row.room_id, row.portal_id.startswith("dm:"))
         await self.table.set_state(row.event_id, OutboxState.SENDING)
-        message = BytesParser(policy=policy.SMTP).parsebytes(row.raw)
         try:
-            result = await submit(message, self.client.smtp_account(), envelope_from=self.client.address,
+            result = await submit(row.raw, self.client.smtp_account(), envelope_from=self.client.address,
                                   recipients=row.recipients)
         except SmtpPermanent as e:
             await self._failed(row, portal, _server_reply(e))

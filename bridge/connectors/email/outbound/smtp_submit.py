@@ -298,12 +298,15 @@ def _code_class(code: int | None) -> type[_DeliveryError]:
 
 
 async def _transaction(
-    client: aiosmtplib.SMTP, message: EmailMessage, envelope_from: str, recipients: list[str]
+    client: aiosmtplib.SMTP, message: EmailMessage | bytes, envelope_from: str, recipients: list[str]
 ) -> SubmitResult:
     try:
-        errors, reply = await client.send_message(
-            message, sender=envelope_from, recipients=recipients
-        )
+        if isinstance(message, bytes):  # stored bytes go out exactly as they are
+            errors, reply = await client.sendmail(envelope_from, recipients, message)
+        else:
+            errors, reply = await client.send_message(
+                message, sender=envelope_from, recipients=recipients
+            )
     except SMTPRecipientsRefused as exc:
         refused = {e.recipient: (e.code, e.message) for e in exc.recipients}
         first = exc.recipients[0]
@@ -360,7 +363,7 @@ async def _transaction(
 
 
 async def submit(
-    message: EmailMessage, account: SmtpAccount, *, envelope_from: str, recipients: list[str]
+    message: EmailMessage | bytes, account: SmtpAccount, *, envelope_from: str, recipients: list[str]
 ) -> SubmitResult:
     """Send `message` to `recipients` (the envelope; Bcc goes here only) via `account`.
 
