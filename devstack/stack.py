@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import re
 import smtplib
 import ssl
 import time
@@ -182,6 +183,24 @@ class MailStack:
             raise DevstackError(f"Postfix does not accept mail for the new user {address}")
         self._wait_for_login(local)
         return address
+
+    def empty_mailbox(self, user: str) -> None:
+        """Delete every message and every folder but the auto-created INBOX, Sent and Trash."""
+        keep = ("INBOX", "Sent", "Trash")
+        client = self.imap_client(user)
+        try:
+            _, listing = client.list()
+            names = [re.sub(r'^\(.*?\) "/" ', "", raw.decode()).strip('"') for raw in listing if raw]
+            for name in sorted(names, key=len, reverse=True):
+                if name not in keep:
+                    client.delete(f'"{name}"')
+            for box in keep:
+                _, data = client.select(box)
+                if int(data[0]):
+                    client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+                    client.expunge()
+        finally:
+            client.logout()
 
     def set_password(self, local: str, password: str) -> None:
         """Change a mailbox's password; returns once Dovecot accepts the new one."""

@@ -12,24 +12,6 @@ from bridge.connectors.email.imap import ImapAccount, ImapFolderError, ImapOps
 from devstack.stack import MailStack
 
 USER = "carol"
-SPECIAL_FOLDERS = ("INBOX", "Sent", "Trash")
-
-
-def _reset(stack: MailStack) -> None:
-    client = stack.imap_client(USER)
-    try:
-        _, listing = client.list()
-        names = [re.sub(r'^\(.*?\) "/" ', "", raw.decode()).strip('"') for raw in listing if raw]
-        for name in sorted(names, key=len, reverse=True):
-            if name not in SPECIAL_FOLDERS:
-                client.delete(f'"{name}"')
-        for box in SPECIAL_FOLDERS:
-            _, data = client.select(box)
-            if int(data[0]):
-                client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
-                client.expunge()
-    finally:
-        client.logout()
 
 
 def _imap(stack: MailStack, *commands: tuple[str, ...]) -> list[tuple[str, list[object]]]:
@@ -43,7 +25,7 @@ def _imap(stack: MailStack, *commands: tuple[str, ...]) -> list[tuple[str, list[
 
 @pytest.fixture
 async def ops(mail_stack: MailStack) -> AsyncIterator[ImapOps]:
-    await asyncio.to_thread(_reset, mail_stack)
+    await asyncio.to_thread(mail_stack.empty_mailbox, USER)
     account = ImapAccount(
         mail_stack.host,
         mail_stack.imap_port,
@@ -56,7 +38,7 @@ async def ops(mail_stack: MailStack) -> AsyncIterator[ImapOps]:
     try:
         yield ImapOps(account)
     finally:
-        await asyncio.to_thread(_reset, mail_stack)
+        await asyncio.to_thread(mail_stack.empty_mailbox, USER)
 
 
 def mail(mid: str, extra: str = "") -> bytes:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, UTC
 import imaplib
 import logging
-import re
 import subprocess
 import time
 
@@ -36,7 +35,6 @@ from bridge.connectors.email.imap.folder_sync import message_id_of
 from devstack.ports import free_port
 from devstack.stack import MailStack
 
-SPECIAL_FOLDERS = ("INBOX", "Sent", "Trash")
 
 
 # ---------------------------------------------------------------- test doubles
@@ -133,23 +131,6 @@ async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.01)
 
 
-def _reset_mailbox(stack: MailStack, user: str) -> None:
-    client = stack.imap_client(user)
-    try:
-        _, listing = client.list()
-        names = [re.sub(r'^\(.*?\) "/" ', "", raw.decode()).strip('"') for raw in listing if raw]
-        for name in sorted(names, key=len, reverse=True):
-            if name not in SPECIAL_FOLDERS:
-                client.delete(f'"{name}"')
-        for box in SPECIAL_FOLDERS:
-            _, data = client.select(box)
-            if int(data[0]):
-                client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
-                client.expunge()
-    finally:
-        client.logout()
-
-
 def _wait_visible(stack: MailStack, user: str, mid: str, folder: str = "INBOX") -> None:
     client = stack.imap_client(user)
     try:
@@ -176,7 +157,7 @@ class Harness:
 
     async def account(self, user: str, *, security: str = "starttls", **kw: object) -> ImapAccount:
         if user not in self.users:
-            await asyncio.to_thread(_reset_mailbox, self.stack, user)
+            await asyncio.to_thread(self.stack.empty_mailbox, user)
             self.users.add(user)
         port = {"tls": self.stack.imaps_port}.get(security, self.stack.imap_port)
         settings: dict[str, object] = {
@@ -241,7 +222,7 @@ class Harness:
         for engine in self.engines:
             await engine.stop()
         for user in self.users:
-            await asyncio.to_thread(_reset_mailbox, self.stack, user)
+            await asyncio.to_thread(self.stack.empty_mailbox, user)
 
 
 @pytest.fixture
