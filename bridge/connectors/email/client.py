@@ -47,19 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("letterbox.email.client")
 
 
-class _ClientInbound(InboundPipeline):
-    """The inbound pipeline, also counting mail this login composed as already known.
-
-    Every mail the bridge sends is filed in the Sent folder, which is synced. Most of them are
-    known to the core by their Message-ID (the Matrix message they came from), but not all: an
-    edit's correction mail or a mailed reaction has no message row of its own. Their copies in
-    Sent are echoes too and must not come back as messages from the user's own address.
-    """
-
-    async def is_known(self, message_id: str) -> bool:
-        return await self.client.composed_here(message_id) or await super().is_known(message_id)
-
-
 class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandler,
                   RedactionHandler, ReactionHandler):
     def __init__(self, connector: EmailConnector, login: LoginAPI) -> None:
@@ -113,7 +100,7 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             if sent and sent not in folders:
                 folders.append(sent)
         self._sync = ImapSync(
-            account, sink=_ClientInbound(self), checkpoints=self.checkpoints, listener=self,
+            account, sink=InboundPipeline(self), checkpoints=self.checkpoints, listener=self,
             folders=folders,
             backfill=Backfill(max_age_days=cfg.backfill_days, max_messages=cfg.backfill_messages),
             idle_renew_s=cfg.idle_renew_s, poll_interval_s=cfg.poll_interval_s,

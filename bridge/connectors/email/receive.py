@@ -43,7 +43,10 @@ class InboundPipeline:
         self.client = client
 
     async def is_known(self, message_id: str) -> bool:
-        return await self.client.bridge.message_known(self.client.login.login_id, MessageID(message_id))
+        """Bridged before, or composed here: a correction mail or a mailed reaction has no
+        message row of its own, yet its copy in Sent is an echo too."""
+        return (await self.client.bridge.message_known(self.client.login.login_id, MessageID(message_id))
+                or await self.client.composed_here(message_id))
 
     async def failed(self, mail: FetchedMail, exc: BaseException) -> None:
         log.error("Giving up on %s UID %d of %s: %s", mail.folder, mail.uid, self.client.address, exc)
