@@ -63,7 +63,7 @@ async def converse(directory: Path) -> None:
         with smtplib.SMTP("127.0.0.1", MAIL_PORTS.smtp) as smtp:
             smtp.send_message(msg)
         print(f"[demo] bob mailed alice: {subject!r}")
-        portal = await _portal_with(alice, "went through Postfix")
+        portal = await _portal_with(alice, subject)
         print(f"[demo] the mail is in Matrix room {portal} (as bob's ghost)")
         await alice.send_text(portal, "Thanks Bob! Written in Matrix, delivered as email.")
         reply = await asyncio.to_thread(_wait_for_reply, directory, subject)
