@@ -10,6 +10,8 @@ from bridge.core.bridge import Bridge
 from devstack.errors import MatrixAdminError
 from devstack.stack import Synapse
 from tests.helpers.flows import management_room, wait_notice
+from bridge.network import NetworkUserID, PortalID, RemoteDelete, RemoteEdit, RemoteReaction, RemoteReadReceipt
+from bridge.network.events import ConvertedPart
 from tests.helpers.loopback_connector import PASSWORD, LoopbackClient
 from tests.helpers.matrix_client import MatrixTestClient
 
@@ -133,3 +135,37 @@ def _register_or_login(synapse: Synapse, name: str, password: str) -> tuple[str,
         return synapse.register_user(name, password)
     except MatrixAdminError:  # registered by the other database backend's run
         return synapse.login(name, password)
+
+
+async def test_remote_edit_reaction_receipt_and_delete(bridge: Bridge, matrix_user: MakeUser) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    client = await log_in(bridge, user, room, "actions")
+    first = await client.receive("dora", "original text")
+    portal_room = await user.wait_for_room_invite()
+    await user.join(portal_room)
+    ghost = bridge.ghosts.mxid("dora")
+    msg = await user.wait_for_event(portal_room, lambda e: e["content"].get("body") == "original text")
+    common = {"portal": PortalID("dm:dora"), "sender": NetworkUserID("dora"), "target": first}
+
+    await client.remote(RemoteEdit(**common, parts=[ConvertedPart(
+        "m.room.message", {"msgtype": "m.text", "body": "corrected text", "m.mentions": {}})]))
+    edit = await user.wait_for_event(portal_room, lambda e: e["content"].get("m.relates_to", {}).get(
+        "rel_type") == "m.replace")
+    assert edit["sender"] == ghost and edit["content"]["m.relates_to"]["event_id"] == msg["event_id"]
+    assert edit["content"]["m.new_content"]["body"] == "corrected text"
+
+    await client.remote(RemoteReaction(**common, key="👍"))
+    reaction = await user.wait_for_event(portal_room, lambda e: e["type"] == "m.reaction")
+    assert reaction["sender"] == ghost
+    assert reaction["content"]["m.relates_to"] == {"rel_type": "m.annotation", "event_id": msg["event_id"],
+                                                   "key": "👍"}
+
+    await client.remote(RemoteReadReceipt(**common))
+    await user.wait_for(lambda: any(
+        ghost in e["content"].get(msg["event_id"], {}).get("m.read", {})
+        for e in user.ephemeral.get(portal_room, []) if e["type"] == "m.receipt"))
+
+    await client.remote(RemoteDelete(**common))
+    await user.wait_for_event(portal_room, lambda e: e["type"] == "m.room.redaction"
+                              and e.get("redacts", e["content"].get("redacts")) == msg["event_id"])

@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 import copy
 from dataclasses import dataclass
+from datetime import datetime
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
+from mautrix.appservice import IntentAPI
+from mautrix.types import EventID, EventType, RoomCreatePreset, RoomID, UserID
 
 from ..db import MessageRow, PortalRow
 from ..network import (
@@ -18,10 +20,14 @@ from ..network import (
     MessageID,
     PortalRef,
     RemoteChatInfoChange,
+    RemoteDelete,
+    RemoteEdit,
     RemoteEvent,
     RemoteMessage,
+    RemoteReaction,
+    RemoteReadReceipt,
 )
-from ..network.events import MediaUpload, RemoteNotice
+from ..network.events import MediaUpload
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -109,12 +115,18 @@ class Portal:
     async def handle_remote(self, event: RemoteEvent) -> None:
         if isinstance(event, RemoteMessage):
             await self._remote_message(event)
-        elif isinstance(event, RemoteNotice):
-            await self._remote_notice(event)
+        elif isinstance(event, RemoteEdit):
+            await self._remote_edit(event)
+        elif isinstance(event, RemoteReaction):
+            await self._remote_reaction(event)
+        elif isinstance(event, RemoteDelete):
+            await self._remote_delete(event)
+        elif isinstance(event, RemoteReadReceipt):
+            await self._remote_read_receipt(event)
         elif isinstance(event, RemoteChatInfoChange):
             await self._apply_info(event.info)
         else:
-            log.warning("Portal %s: remote event %s is not handled yet", self.row.id, type(event).__name__)
+            log.warning("Portal %s: remote event %s is not handled", self.row.id, type(event).__name__)
 
     async def _remote_message(self, evt: RemoteMessage) -> None:
         messages = self.bridge.messages
@@ -127,7 +139,7 @@ class Portal:
         await intent.ensure_joined(RoomID(self.row.mxid))
         mapping = await self._upload(intent, evt.uploads)
         root_event, reply_event, root_id = await self._resolve_relations(evt.thread_root, evt.reply_to)
-        ts = int(evt.timestamp.timestamp() * 1000) if evt.timestamp else None
+        ts = _ms(evt.timestamp)
         for index, part in enumerate(evt.parts):
             content = substitute_placeholders(copy.deepcopy(part.content), mapping)
             if root_event:
@@ -158,36 +170,54 @@ class Portal:
                 )
             )
 
-    async def _remote_notice(self, evt: RemoteNotice) -> None:
-        if await self.bridge.messages.exists(self.login.id, evt.message_id):
+    async def _target(self, evt: RemoteEdit | RemoteReaction | RemoteDelete | RemoteReadReceipt
+                      ) -> tuple[MessageRow, IntentAPI] | None:
+        """The bridged message an event refers to, and the sender's ghost (joined)."""
+        target = await self.bridge.messages.first_part(self.login.id, evt.target)
+        if target is None or not self.row.mxid:
+            log.warning("Portal %s: %s refers to unknown message %s", self.row.id,
+                        type(evt).__name__, evt.target)
+            return None
+        intent = await self.bridge.ghosts.intent_for(evt.sender, evt.sender_info)
+        await intent.ensure_joined(RoomID(self.row.mxid))
+        return target, intent
+
+    async def _remote_edit(self, evt: RemoteEdit) -> None:
+        found = await self._target(evt)
+        if found is None or not evt.parts:
             return
-        await self.ensure_room(evt.chat_info, evt.sender)
-        assert self.row.mxid
-        bot = self.bridge.bot
-        reply_event = None
-        if evt.reply_to:
-            target = await self.bridge.messages.first_part(self.login.id, evt.reply_to)
-            reply_event = target.mxid if target else None
-        mapping = await self._upload(bot, evt.uploads)
-        parts = evt.parts or []
-        contents = [p.content for p in parts] or [
-            {"msgtype": "m.notice", "body": evt.text, "m.mentions": {}}
-        ]
-        ts = int(evt.timestamp.timestamp() * 1000) if evt.timestamp else None
-        for index, raw in enumerate(contents):
-            content = substitute_placeholders(copy.deepcopy(raw), mapping)
-            if reply_event and index == 0:
-                content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_event}}
-            event_id = await bot.send_message_event(
-                RoomID(self.row.mxid), EventType.ROOM_MESSAGE, content, timestamp=ts
-            )
-            await self.bridge.messages.insert(
-                MessageRow(
-                    receiver=self.login.id, portal_id=self.row.id, id=evt.message_id,
-                    part_id=str(index), mxid=event_id, room_id=self.row.mxid,
-                    sender_id="", timestamp=ts or 0, thread_root=None,
-                )
-            )
+        target, intent = found
+        new_content = copy.deepcopy(evt.parts[0].content)
+        content = {**new_content, "body": "* " + str(new_content.get("body", "")),
+                   "m.new_content": new_content,
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": target.mxid}}
+        if "formatted_body" in new_content:
+            content["formatted_body"] = "* " + str(new_content["formatted_body"])
+        await intent.send_message_event(RoomID(target.room_id), EventType.ROOM_MESSAGE, content,
+                                        timestamp=_ms(evt.timestamp))
+
+    async def _remote_reaction(self, evt: RemoteReaction) -> None:
+        found = await self._target(evt)
+        if found is None:
+            return
+        target, intent = found
+        await intent.send_message_event(RoomID(target.room_id), EventType.REACTION, {
+            "m.relates_to": {"rel_type": "m.annotation", "event_id": target.mxid, "key": evt.key}
+        }, timestamp=_ms(evt.timestamp))
+
+    async def _remote_delete(self, evt: RemoteDelete) -> None:
+        found = await self._target(evt)
+        if found is None:
+            return
+        target, intent = found
+        await intent.redact(RoomID(target.room_id), EventID(target.mxid))
+
+    async def _remote_read_receipt(self, evt: RemoteReadReceipt) -> None:
+        found = await self._target(evt)
+        if found is None:
+            return
+        target, intent = found
+        await intent.mark_read(RoomID(target.room_id), EventID(target.mxid))
 
     async def _upload(self, intent: Any, uploads: list[MediaUpload]) -> dict[str, str]:
         mapping: dict[str, str] = {}
@@ -306,3 +336,7 @@ class Portal:
                 await intent.ensure_joined(room)
         await self.bridge.portals_table.upsert(self.row)
 
+
+
+def _ms(when: datetime | None) -> int | None:
+    return int(when.timestamp() * 1000) if when else None

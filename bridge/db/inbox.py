@@ -61,10 +61,3 @@ class InboxTable:
 
     async def mark_done(self, seq: int) -> None:
         await self.db.execute("UPDATE matrix_event_inbox SET done=true WHERE seq=$1", seq)
-
-    async def count_handled(self, event_id: str) -> int:
-        return int(
-            await self.db.fetchval(
-                "SELECT COUNT(*) FROM matrix_event_inbox WHERE event_id=$1 AND done=true", event_id
-            )
-        )

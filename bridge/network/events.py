@@ -99,14 +99,3 @@ class RemoteReadReceipt(RemoteEvent):
 @dataclass(kw_only=True, slots=True)
 class RemoteChatInfoChange(RemoteEvent):
     info: ChatInfo
-
-
-@dataclass(kw_only=True, slots=True)
-class RemoteNotice(RemoteEvent):
-    """A bridge-generated notice in a portal, optionally tied to an earlier message."""
-
-    message_id: MessageID
-    text: str
-    reply_to: MessageID | None = None
-    uploads: list[MediaUpload] = field(default_factory=list)
-    parts: list[ConvertedPart] = field(default_factory=list)

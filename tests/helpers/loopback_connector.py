@@ -31,6 +31,7 @@ from bridge.network import (
     NetworkConnector,
     NetworkUserID,
     PortalID,
+    RemoteEvent,
     RemoteMessage,
     StartChatHandler,
     UserInfo,
@@ -155,6 +156,10 @@ class LoopbackClient(NetworkClient, StartChatHandler):
             reply_to=MessageID(reply_to) if reply_to else None,
         ))
         return message_id
+
+    async def remote(self, event: RemoteEvent) -> None:
+        """Any other remote event (edit, reaction, receipt, delete) from the network."""
+        await self.bridge.queue_remote_event(self.login.login_id, event)
 
     async def handle_matrix_message(self, msg: MatrixMessage) -> MessageID | None:
         await self.bridge.connector_db.execute(

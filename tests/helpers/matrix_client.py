@@ -24,6 +24,7 @@ class MatrixTestClient:
         self.since: str | None = None
         self.timeline: dict[str, list[Event]] = {}
         self.invites: dict[str, list[Event]] = {}
+        self.ephemeral: dict[str, list[Event]] = {}
         self.joined: set[str] = set()
         self._txn = itertools.count(int(time.time() * 1000))
 
@@ -87,6 +88,7 @@ class MatrixTestClient:
         for room_id, room in rooms.get("join", {}).items():
             self.joined.add(room_id)
             self.timeline.setdefault(room_id, []).extend(room.get("timeline", {}).get("events", []))
+            self.ephemeral.setdefault(room_id, []).extend(room.get("ephemeral", {}).get("events", []))
         for room_id, room in rooms.get("invite", {}).items():
             self.invites.setdefault(room_id, []).extend(room.get("invite_state", {}).get("events", []))
 

@@ -70,6 +70,3 @@ class MailIndexTable:
             if row:
                 return row["portal_id"]
         return None
-
-    async def delete_login(self, login_id: str) -> None:
-        await self.db.execute("DELETE FROM email_mail WHERE login_id=$1", login_id)
