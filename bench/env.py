@@ -32,7 +32,7 @@ from devstack.postgres import create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.email_e2e import logged_in
 from tests.helpers.harness import BridgeSetup, start_bridge
-from tests.helpers.matrix_client import MatrixTestClient
+from devstack.matrix_client import MatrixTestClient
 
 from .probe import StageProbe
 

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import mail
-from tests.helpers.matrix_client import Event
+from devstack.matrix_client import Event
 
 SENDER = "Robin Sender <robin@example.org>"
 SENDER_ADDRESS = "robin@example.org"

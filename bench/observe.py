@@ -9,7 +9,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from tests.helpers.matrix_client import Event, MatrixTestClient
+from devstack.matrix_client import Event, MatrixTestClient
 
 # Keyed by a marker found in the event's body; value: time.monotonic() when first seen.
 Arrivals = dict[str, float]

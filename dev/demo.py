@@ -23,8 +23,8 @@ from bridge.__main__ import example_for
 from devstack.__main__ import MAIL_PORTS, SYNAPSE_PORT
 from devstack.stack import MailStack
 from devstack.synapse import login
-from tests.helpers.flows import email_login, wait_notice
-from tests.helpers.matrix_client import MatrixTestClient
+from devstack.bot_flows import email_login, wait_notice
+from devstack.matrix_client import MatrixTestClient
 
 HS_URL = f"http://127.0.0.1:{SYNAPSE_PORT}"
 BOT = "@letterboxbot:localhost"
@@ -79,7 +79,7 @@ async def converse(directory: Path) -> None:
 async def email_login_demo(alice: MatrixTestClient, room: str) -> None:
     class _Bridge:
         bot_mxid = BOT
-    await email_login(_Bridge(), alice, room, ALICE, "alicepass",  # type: ignore[arg-type]
+    await email_login(_Bridge(), alice, room, ALICE, "alicepass",
                       imap=f"127.0.0.1:{MAIL_PORTS.imap}:starttls",
                       smtp=f"127.0.0.1:{MAIL_PORTS.submission}:starttls")
 

@@ -22,7 +22,7 @@ from devstack.errors import MissingBinaryError
 from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.harness import LOOPBACK, LOOPBACK_APPSERVICE, BridgeSetup, start_bridge
-from tests.helpers.matrix_client import MatrixTestClient
+from devstack.matrix_client import MatrixTestClient
 
 # Property tests explore a fixed sequence of examples: a CI run is reproducible, and a failure
 # found once is found again (the example database is off so nothing depends on local state).

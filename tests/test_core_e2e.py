@@ -9,11 +9,11 @@ import pytest
 from bridge.core.bridge import Bridge
 from devstack.errors import MatrixAdminError
 from devstack.stack import Synapse
-from tests.helpers.flows import management_room, wait_notice
+from devstack.bot_flows import management_room, wait_notice
 from bridge.network import NetworkUserID, PortalID, RemoteDelete, RemoteEdit, RemoteReaction, RemoteReadReceipt
 from bridge.network.events import ConvertedPart
 from tests.helpers.loopback_connector import PASSWORD, LoopbackClient
-from tests.helpers.matrix_client import MatrixTestClient
+from devstack.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 

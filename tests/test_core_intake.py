@@ -27,9 +27,9 @@ from yarl import URL
 from bridge.core.bridge import Bridge
 from devstack.postgres import PostgresServer
 from devstack.stack import Synapse
-from tests.helpers.flows import management_room, notices, wait_notice
+from devstack.bot_flows import management_room, notices, wait_notice
 from tests.helpers.harness import BridgeSetup, start_bridge
-from tests.helpers.matrix_client import MatrixTestClient
+from devstack.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 

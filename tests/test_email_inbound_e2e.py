@@ -16,9 +16,9 @@ import pytest
 from bridge.core.bridge import Bridge
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import by_body, logged_in, mail, servers, wait_in_inbox
-from tests.helpers.flows import email_login, management_room, wait_notice
+from devstack.bot_flows import email_login, management_room, wait_notice
 from tests.helpers.harness import start_bridge
-from tests.helpers.matrix_client import MatrixTestClient
+from devstack.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 

@@ -10,9 +10,9 @@ import subprocess
 import pytest
 
 from devstack.stack import MailStack, Synapse
-from tests.helpers.flows import email_login, management_room, wait_notice
+from devstack.bot_flows import email_login, management_room, wait_notice
 from tests.helpers.harness import BridgeSetup, start_bridge
-from tests.helpers.matrix_client import MatrixTestClient
+from devstack.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 

@@ -35,9 +35,9 @@ from tests.helpers.email_e2e import (
     wait_for_mail,
     with_subject,
 )
-from tests.helpers.flows import wait_notice
+from devstack.bot_flows import wait_notice
 from tests.helpers.harness import BridgeSetup, start_bridge
-from tests.helpers.matrix_client import Event, MatrixTestClient
+from devstack.matrix_client import Event, MatrixTestClient
 
 pytestmark = pytest.mark.servers
 

@@ -13,18 +13,10 @@ from email.utils import format_datetime, make_msgid
 import imaplib
 import re
 import time
-from typing import Protocol
 
 from devstack.stack import MailStack
-from tests.helpers.flows import email_login, management_room
-from tests.helpers.matrix_client import Event, MatrixTestClient
-
-
-class HasBot(Protocol):
-    """An in-process `Bridge` or a bridge subprocess: anything that names its bot."""
-
-    @property
-    def bot_mxid(self) -> str: ...
+from devstack.bot_flows import HasBot, email_login, management_room
+from devstack.matrix_client import Event, MatrixTestClient
 
 
 def servers(mail_stack: MailStack) -> dict[str, str]:

@@ -1,9 +1,17 @@
-"""Conversations with the bridge bot that several end-to-end tests need."""
+"""Conversations with the bridge bot, shared by the end-to-end tests, the benchmarks and the demo."""
 
 from __future__ import annotations
 
-from bridge.core.bridge import Bridge
-from tests.helpers.matrix_client import MatrixTestClient
+from typing import Protocol
+
+from .matrix_client import MatrixTestClient
+
+
+class HasBot(Protocol):
+    """A running bridge (in-process or a subprocess): anything that names its bot."""
+
+    @property
+    def bot_mxid(self) -> str: ...
 
 
 def notices(client: MatrixTestClient, room: str, sender: str) -> list[str]:
@@ -20,13 +28,13 @@ async def wait_notice(client: MatrixTestClient, room: str, sender: str, text: st
                                  describe=lambda: f"notices so far: {notices(client, room, sender)}")
 
 
-async def management_room(bridge: Bridge, user: MatrixTestClient) -> str:
+async def management_room(bridge: HasBot, user: MatrixTestClient) -> str:
     room = await user.create_dm(bridge.bot_mxid)
     await wait_notice(user, room, bridge.bot_mxid, "Send `help`")
     return room
 
 
-async def email_login(bridge: Bridge, user: MatrixTestClient, room: str, address: str, password: str,
+async def email_login(bridge: HasBot, user: MatrixTestClient, room: str, address: str, password: str,
                       *, imap: str, smtp: str, expect: str = "Logged in as") -> str:
     """Drive the email login flow; `imap`/`smtp` are host:port:security answers."""
     await user.send_text(room, "login")
