@@ -99,8 +99,8 @@ class Bridge:
         self.logins: dict[UserLoginID, UserLogin] = {}
         self.portals: dict[tuple[str, str], Portal] = {}
         self._portal_lock = asyncio.Lock()
-        self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self._on_new_events)
         self.processor = InboxProcessor(self.inbox, self._handle_matrix_event)
+        self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self.processor.wake)
         self._runner: web.AppRunner | None = None
         self.creators_listed_in_power_levels = True
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -218,9 +218,6 @@ class Bridge:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception():
             log.error("Background task %s failed", task.get_name(), exc_info=task.exception())
-
-    def _on_new_events(self) -> None:
-        self.processor.wake()
 
     async def _handle_matrix_event(self, event: dict[str, Any]) -> None:
         await self.matrix.handle(event)

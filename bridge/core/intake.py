@@ -7,7 +7,7 @@ are stored in the database, so a crash or a database outage makes the homeserver
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 import hashlib
 import hmac
 import json
@@ -36,7 +36,7 @@ class Intake:
     """aiohttp application that authenticates the homeserver and records transactions."""
 
     def __init__(
-        self, hs_token: str, inbox: InboxTable, on_new_events: Callable[[], Awaitable[None] | None]
+        self, hs_token: str, inbox: InboxTable, on_new_events: Callable[[], None]
     ) -> None:
         self._hs_token = hs_token.encode()
         self._inbox = inbox
@@ -88,9 +88,7 @@ class Intake:
             return _error(503, "M_UNKNOWN", "Temporarily unable to store the transaction")
         if fresh:
             log.debug("Stored transaction %s with %d events", txn_id, len(events))
-            result = self._on_new_events()
-            if result is not None:
-                await result
+            self._on_new_events()
         else:
             log.debug("Transaction %s was already stored", txn_id)
         return web.json_response({})

@@ -142,13 +142,11 @@ class MatrixHandler:
         if reply_evt and not relates.get("is_falling_back"):
             row = await self.bridge.messages.by_mxid(reply_evt)
             reply_to = MessageID(row.id) if row else None
-        recent = [MessageID(r.id) for r in await self.bridge.messages.latest_in_portal(
-            portal.login.id, portal.row.id)]
         mention_names = await self._mention_names(room_id, content)
         msg = MatrixMessage(
             portal=portal.ref(), event_id=event_id, sender=sender, content=content,
             timestamp_ms=int(event.get("origin_server_ts", 0)), thread_root=thread_root,
-            reply_to=reply_to, recent=recent, mention_names=mention_names,
+            reply_to=reply_to, mention_names=mention_names,
         )
         remote_id = await self._call(room_id, event_id, client.handle_matrix_message(msg))
         if remote_id:

@@ -57,11 +57,3 @@ class MessageTable:
     async def by_mxid(self, event_id: str) -> MessageRow | None:
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM message WHERE mxid=$1 LIMIT 1", event_id)
         return MessageRow.from_record(row) if row else None
-
-    async def latest_in_portal(self, receiver: str, portal_id: str, limit: int = 20) -> list[MessageRow]:
-        rows = await self.db.fetch(
-            f"""SELECT {_COLUMNS} FROM message WHERE receiver=$1 AND portal_id=$2
-                ORDER BY timestamp DESC LIMIT $3""",
-            receiver, portal_id, limit,
-        )
-        return [MessageRow.from_record(r) for r in rows]

@@ -63,7 +63,6 @@ async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("CREATE INDEX message_mxid_idx ON message (mxid)")
-    await conn.execute("CREATE INDEX message_portal_ts_idx ON message (receiver, portal_id, timestamp)")
     # Appservice intake: a transaction is acknowledged only after its events are stored here.
     await conn.execute(
         """CREATE TABLE as_transaction (

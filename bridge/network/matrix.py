@@ -29,8 +29,6 @@ class MatrixMessage:
     timestamp_ms: int
     thread_root: MessageID | None = None
     reply_to: MessageID | None = None
-    # Remote IDs of the latest messages in the room (newest first), for "continue the thread".
-    recent: list[MessageID] = field(default_factory=list)
     # Display names of Matrix users mentioned, keyed by user ID.
     mention_names: dict[str, str] = field(default_factory=dict)
 
