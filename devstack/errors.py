@@ -11,7 +11,7 @@ class MissingBinaryError(DevstackError):
     """A server binary or venv is not installed; the message says how to fix it."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is not installed: run dev/install.sh (as root)")
+        super().__init__(f"{what} is not installed: run devstack/install.sh (as root)")
         self.what = what
 
 

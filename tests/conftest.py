@@ -1,6 +1,6 @@
 """Session fixtures for the real loopback servers (logic lives in the `devstack` package).
 
-Missing server binaries fail the fixture with a hint to run dev/install.sh; nothing is skipped.
+Missing server binaries fail the fixture with a hint to run devstack/install.sh; nothing is skipped.
 Set LETTERBOX_KEEP_STACK=1 to keep the servers' temp dirs (configs, logs) after the session.
 """
 
@@ -19,10 +19,11 @@ from hypothesis import settings
 
 from bridge.core.bridge import Bridge
 from devstack.errors import MissingBinaryError
+from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.harness import LOOPBACK, LOOPBACK_APPSERVICE, BridgeSetup, start_bridge
-from devstack.matrix_client import MatrixTestClient
+
 
 # Property tests explore a fixed sequence of examples: a CI run is reproducible, and a failure
 # found once is found again (the example database is off so nothing depends on local state).

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_inbound_support import check_content, html_problems
 
 from bridge.connectors.email.addresses import Mailbox
 from bridge.connectors.email.inbound.convert import (
@@ -21,6 +20,7 @@ from bridge.connectors.email.inbound.convert import (
 from bridge.connectors.email.inbound.html_sanitize import sanitize_html
 from bridge.connectors.email.inbound.model import Attachment, ParsedEmail
 from bridge.connectors.email.inbound.parse import parse_email_sync
+from tests.helpers.matrix_html import check_content, html_problems
 
 CORPUS = Path(__file__).parent / "corpus"
 PNG = base64.b64decode(

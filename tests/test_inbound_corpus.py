@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from test_inbound_support import check_content
 
 from bridge.connectors.email.inbound.convert import PLACEHOLDER_PREFIX, referenced_keys
 from bridge.connectors.email.inbound.parse import parse_email_sync
 from bridge.connectors.email.inbound.pool import ParserPool
 from bridge.connectors.email.inbound.preview import preview
 from bridge.connectors.email.inbound.quotes import split_text
+from tests.helpers.matrix_html import check_content
 
 CORPUS = Path(__file__).parent / "corpus"
 MESSAGES = sorted(p.relative_to(CORPUS).as_posix() for p in CORPUS.glob("*/*.eml"))

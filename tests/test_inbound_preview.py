@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from test_inbound_support import check_content
 
 from bridge.connectors.email.inbound.convert import PLACEHOLDER_PREFIX
 from bridge.connectors.email.inbound.limits import ParseLimits
 from bridge.connectors.email.inbound.pool import ParserPool
 from bridge.connectors.email.inbound.preview import main, preview
+from tests.helpers.matrix_html import check_content
 
 CORPUS = Path(__file__).parent / "corpus"
 KEYS = {"type", "content", "sender", "thread_root", "reply_to", "attachments"}

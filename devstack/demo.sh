@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Full local demo on loopback: real Synapse, Dovecot and Postfix, the bridge on SQLite, the demo
 # mailbox alice@test.local logged in, and one message bridged each way.
-#   ./dev/demo.sh          bring everything up (idempotent) and run the demo conversation
-#   ./dev/demo.sh down     stop the bridge and the servers
+#   ./devstack/demo.sh          bring everything up (idempotent) and run the demo conversation
+#   ./devstack/demo.sh down     stop the bridge and the servers
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 demo="$repo/demo"
@@ -23,13 +23,13 @@ if [ "${1:-up}" = down ]; then
   exit 0
 fi
 
-"$repo/dev/install.sh"
+"$repo/devstack/install.sh"
 mkdir -p "$demo"
 cd "$repo"
 stop_bridge
-"$py" -m dev.demo configure --dir "$demo"
+"$py" -m devstack.demo configure --dir "$demo"
 "$py" -m devstack up --root "$demo/stack" --registration "$demo/registration.yaml"
 setsid "$py" -m bridge -c "$demo/config.yaml" >>"$demo/bridge.log" 2>&1 </dev/null &
 echo $! >"$demo/bridge.pid"
 echo "[demo] bridge started (pid $(cat "$demo/bridge.pid"), log $demo/bridge.log)"
-"$py" -m dev.demo converse --dir "$demo"
+"$py" -m devstack.demo converse --dir "$demo"

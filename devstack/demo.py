@@ -1,6 +1,6 @@
 """The demo conversation: alice logs in to her mailbox through the bot, bob mails her, she answers.
 
-`python -m dev.demo configure --dir DIR` writes the bridge config and registration for the demo
+`python -m devstack.demo configure --dir DIR` writes the bridge config and registration for the demo
 stack (fixed loopback ports, see devstack); `converse` runs the conversation against the running
 bridge and prints what happened.
 """
@@ -71,7 +71,7 @@ async def converse(directory: Path) -> None:
         print(f"\n[demo] All up. Log in with any Matrix client at {HS_URL} as alice / alicepass.")
         print("[demo] Mail: alice@test.local and bob@test.local on IMAP 127.0.0.1:"
               f"{MAIL_PORTS.imap} (STARTTLS), SMTP 127.0.0.1:{MAIL_PORTS.submission}.")
-        print("[demo] Stop everything with: ./dev/demo.sh down")
+        print("[demo] Stop everything with: ./devstack/demo.sh down")
     finally:
         await alice.close()
 
@@ -131,7 +131,7 @@ def _wait_for_reply(directory: Path, subject: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dev.demo")
+    parser = argparse.ArgumentParser(prog="python -m devstack.demo")
     parser.add_argument("action", choices=["configure", "converse"])
     parser.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)

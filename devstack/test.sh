@@ -3,6 +3,6 @@
 # The tests start (and stop) their own Synapse, Dovecot, Postfix and, if needed, PostgreSQL.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-"$repo/dev/install.sh"
+"$repo/devstack/install.sh"
 cd "$repo"
 exec "$repo/.venv/bin/python" -m pytest "$@"
