@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import json
 import os
 from pathlib import Path
+import re
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 
@@ -100,6 +103,44 @@ async def test_mail_arrives_in_rooms_and_threads(
     await user.wait_for_event(list_room, by_body("Release is out"))
     names = [e["content"].get("name") for e in await user.room_state(list_room) if e["type"] == "m.room.name"]
     assert names and "Developers" in names[0] or "dev.lists.example.org" in names[0]
+
+
+def png(n: int) -> bytes:
+    """A distinct, valid 1x1 PNG for each `n` (its pixel colour)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixel = zlib.compress(bytes([0, n % 256, n // 256, 7]))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixel) + chunk(b"IEND", b"")
+
+
+async def test_every_file_of_a_mail_with_many_files_arrives_as_itself(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str]
+) -> None:
+    """Eleven and more files: the 11th must not get the 2nd's URL (`att10` is not `att1` + "0")."""
+    user = await matrix_user()
+    me = mailbox[0]
+    await logged_in(email_bridge, user, mail_stack, mailbox)
+    inline = {f"img{n}@many": png(n) for n in range(12)}
+    html = "<p>Many pictures</p>" + "".join(f'<img src="cid:{cid}">' for cid in inline)
+    many = mail("Gus <gus@example.org>", [me], "Many files", "Many pictures", html=html)
+    related = many.get_payload()[1]
+    for cid, data in inline.items():
+        related.add_related(data, "image", "png", cid=f"<{cid}>")
+    attached = {f"notes-{n}.txt": f"attachment number {n}\n".encode() for n in range(12)}
+    for name, data in attached.items():
+        many.add_attachment(data, maintype="text", subtype="plain", filename=name)
+    mail_stack.deliver(many.as_bytes(), [me], "gus@example.org")
+    dm = await user.wait_for_room_invite(timeout=20)
+    await user.join(dm)
+
+    text = await user.wait_for_event(dm, by_body("Many pictures"))
+    sources = re.findall(r'<img src="([^"]+)"', text["content"]["formatted_body"])
+    assert [await user.download(src) for src in sources] == list(inline.values())
+    for name, data in attached.items():
+        event = await user.wait_for_event(dm, lambda e, name=name: e["content"].get("body") == name)
+        assert await user.download(event["content"]["url"]) == data, name
 
 
 async def test_restart_catches_up_in_order_once(

@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 
 from bridge.connectors.email.addresses import Mailbox
-from bridge.connectors.email.inbound.convert import (
-    PLACEHOLDER_PREFIX,
-    TRUNCATION_NOTE,
-    convert_email,
-    convert_rejected,
-    substitute_mxc,
-)
+from bridge.connectors.email.inbound.convert import TRUNCATION_NOTE, convert_email, convert_rejected
 from bridge.connectors.email.inbound.html_sanitize import sanitize_html
 from bridge.connectors.email.inbound.model import Attachment, ParsedEmail
 from bridge.connectors.email.inbound.parse import parse_email_sync
+from bridge.network.placeholders import PLACEHOLDER_PREFIX, substitute_placeholders
 from tests.helpers.matrix_html import check_content, html_problems
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -157,7 +152,7 @@ def test_cid_image_rewritten_to_placeholder_and_not_posted_twice() -> None:
     formatted = text_event(converted)["formatted_body"]
     assert f'<img src="{PLACEHOLDER_PREFIX}att0" alt="photo" width="300">' in formatted
     assert converted.uploads["att0"].data == PNG
-    real = substitute_mxc(text_event(converted), {"att0": "mxc://example.org/real"})
+    real = substitute_placeholders(text_event(converted), {"att0": "mxc://example.org/real"})
     assert '<img src="mxc://example.org/real"' in real["formatted_body"]
     assert PLACEHOLDER_PREFIX not in json.dumps(real)
 
@@ -233,18 +228,6 @@ def test_mail_with_only_an_attachment() -> None:
         include_subject=True,
     )
     assert [e.content["msgtype"] for e in converted.events] == ["m.file"]
-
-
-def test_substitute_mxc_requires_every_key() -> None:
-    content = {
-        "url": PLACEHOLDER_PREFIX + "att0",
-        "info": {"thumbnail_url": PLACEHOLDER_PREFIX + "att1"},
-    }
-    with pytest.raises(KeyError):
-        substitute_mxc(content, {"att0": "mxc://a/b"})
-    done = substitute_mxc(content, {"att0": "mxc://a/b", "att1": "mxc://a/c"})
-    assert done == {"url": "mxc://a/b", "info": {"thumbnail_url": "mxc://a/c"}}
-    assert content["url"].startswith(PLACEHOLDER_PREFIX)  # the input is not modified
 
 
 # --- text, subject, quotes --------------------------------------------------------------------

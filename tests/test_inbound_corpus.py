@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bridge.connectors.email.inbound.convert import PLACEHOLDER_PREFIX, referenced_keys
 from bridge.connectors.email.inbound.parse import parse_email_sync
 from bridge.connectors.email.inbound.pool import ParserPool
 from bridge.connectors.email.inbound.preview import preview
 from bridge.connectors.email.inbound.quotes import split_text
+from bridge.network.placeholders import PLACEHOLDER_PREFIX, referenced_keys
 from tests.helpers.matrix_html import check_content
 
 CORPUS = Path(__file__).parent / "corpus"

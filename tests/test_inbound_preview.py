@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bridge.connectors.email.inbound.convert import PLACEHOLDER_PREFIX
 from bridge.connectors.email.inbound.limits import ParseLimits
 from bridge.connectors.email.inbound.pool import ParserPool
 from bridge.connectors.email.inbound.preview import main, preview
+from bridge.network.placeholders import PLACEHOLDER_PREFIX
 from tests.helpers.matrix_html import check_content
 
 CORPUS = Path(__file__).parent / "corpus"

@@ -28,30 +28,13 @@ from ..network import (
     RemoteReadReceipt,
 )
 from ..network.events import MediaUpload
+from ..network.placeholders import substitute_placeholders
 
 if TYPE_CHECKING:
     from .bridge import Bridge
     from .user_login import UserLogin
 
 log = logging.getLogger("letterbox.portal")
-
-PLACEHOLDER_PREFIX = "mxc://letterbox.placeholder/"
-
-
-def substitute_placeholders(value: Any, mapping: dict[str, str]) -> Any:
-    """Replace `mxc://letterbox.placeholder/<key>` (also inside HTML) with uploaded URLs."""
-    if isinstance(value, str):
-        if PLACEHOLDER_PREFIX not in value:
-            return value
-        for key, url in mapping.items():
-            value = value.replace(PLACEHOLDER_PREFIX + key, url)
-        return value
-    if isinstance(value, dict):
-        return {k: substitute_placeholders(v, mapping) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute_placeholders(v, mapping) for v in value]
-    return value
-
 
 @dataclass(slots=True)
 class _Job:

@@ -4,27 +4,19 @@ Pure conversion: nothing here talks to the network or the database. Typical use:
 
     parsed = await parse_email(raw, ParseLimits())          # raises MailRejected
     converted = convert_email(parsed, include_subject=True)  # or convert_rejected(raw, reason)
-    # upload converted.uploads[key].data for each key, then send
-    # substitute_mxc(draft.content, {key: real_mxc_url, ...}) for each draft in converted.events
+    # each draft of converted.events refers to converted.uploads through placeholder URLs
+    # (bridge/network/placeholders.py); the core uploads them and substitutes the real URLs
 """
 
 from __future__ import annotations
 
-from .convert import (
-    PLACEHOLDER_PREFIX,
-    ConvertedEmail,
-    EventDraft,
-    convert_email,
-    convert_rejected,
-    substitute_mxc,
-)
+from .convert import ConvertedEmail, EventDraft, convert_email, convert_rejected
 from .limits import MailRejected, ParseLimits, ParserUnavailable
 from .model import Attachment, DeliveryReport, ParsedEmail, RecipientStatus
 from .parse import parse_email, parse_email_sync
 from .pool import ParserPool, close_default_pool
 
 __all__ = [
-    "PLACEHOLDER_PREFIX",
     "Attachment",
     "ConvertedEmail",
     "DeliveryReport",
@@ -40,5 +32,4 @@ __all__ = [
     "convert_rejected",
     "parse_email",
     "parse_email_sync",
-    "substitute_mxc",
 ]

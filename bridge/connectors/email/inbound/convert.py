@@ -2,8 +2,8 @@
 
 Media is not uploaded here. Each file the events need is listed in `ConvertedEmail.uploads` under a
 key, and referenced from event content as `mxc://letterbox.placeholder/<key>` (in `url`, and in
-`<img src>` inside `formatted_body`). The caller uploads every entry and calls `substitute_mxc`
-with the real URLs before sending.
+`<img src>` inside `formatted_body`; the scheme belongs to the connector contract,
+bridge/network/placeholders.py). The core uploads every entry and substitutes the real URLs.
 
 One mail becomes: a text event (or a notice for delivery reports), then one event per attachment
 that is not already shown inline. Nothing in an email can ping anyone, so every event carries an
@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, replace
 from html import escape
 from typing import Any
 
+from ....network.placeholders import placeholder, referenced_keys
 from ..html_text import html_to_text, text_to_html
 from .html_sanitize import rebuild, remove_hidden, sanitize_html
 from .media import msgtype_for, verified_mimetype
 from .model import Attachment, DeliveryReport, ParsedEmail
 from .quotes import QUOTE, SUMMARIES, Split, split_html, split_text
 
-PLACEHOLDER_PREFIX = "mxc://letterbox.placeholder/"
 RAW_KEY = "message"
 RAW_FILENAME = "message.eml"
 MAX_SUBJECT_CHARS = 500
@@ -54,45 +54,6 @@ class EventDraft:
 class ConvertedEmail:
     events: list[EventDraft] = field(default_factory=list)
     uploads: dict[str, Attachment] = field(default_factory=dict)
-
-
-def placeholder(key: str) -> str:
-    return PLACEHOLDER_PREFIX + key
-
-
-def substitute_mxc(content: Any, mapping: Mapping[str, str]) -> Any:
-    """A copy of `content` with every placeholder URL replaced by `mapping[key]`.
-
-    Works on nested dicts/lists and inside strings (formatted_body); raises KeyError for a
-    placeholder whose key has no real URL, so nothing is sent pointing nowhere.
-    """
-    if isinstance(content, dict):
-        return {k: substitute_mxc(v, mapping) for k, v in content.items()}
-    if isinstance(content, list):
-        return [substitute_mxc(v, mapping) for v in content]
-    if isinstance(content, str) and PLACEHOLDER_PREFIX in content:
-        out: list[str] = []
-        rest = content
-        while (start := rest.find(PLACEHOLDER_PREFIX)) >= 0:
-            out.append(rest[:start])
-            tail = rest[start + len(PLACEHOLDER_PREFIX) :]
-            end = 0
-            while end < len(tail) and (tail[end].isalnum() or tail[end] in "-_."):
-                end += 1
-            out.append(mapping[tail[:end]])
-            rest = tail[end:]
-        out.append(rest)
-        return "".join(out)
-    return content
-
-
-_PLACEHOLDER = re.compile(re.escape(PLACEHOLDER_PREFIX) + r"([A-Za-z0-9_.\-]+)")
-
-
-def referenced_keys(content: Any) -> list[str]:
-    """Upload keys that `content` refers to through placeholder URLs, in order of appearance."""
-    found = _PLACEHOLDER.findall(json.dumps(content, ensure_ascii=False))
-    return list(dict.fromkeys(found))
 
 
 def event_size(content: Mapping[str, Any]) -> int:

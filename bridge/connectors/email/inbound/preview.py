@@ -11,7 +11,8 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
-from .convert import ConvertedEmail, convert_email, convert_rejected, referenced_keys
+from ....network.placeholders import referenced_keys
+from .convert import ConvertedEmail, convert_email, convert_rejected
 from .headers import mailboxes, raw_headers
 from .limits import MailRejected, ParseLimits
 from .parse import parse_email
