@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from typing import Any
 
 from aiohttp import ClientSession, TCPConnector, web
@@ -17,9 +18,12 @@ from .. import __version__
 from ..db import (
     GhostTable,
     InboxTable,
+    ManagementRoomTable,
     MessageTable,
     PortalRow,
     PortalTable,
+    RetiredPortalRow,
+    RetiredPortalTable,
     UserLoginRow,
     UserLoginTable,
     UserRow,
@@ -85,6 +89,8 @@ class Bridge:
         self.portals_table = PortalTable(self.db)
         self.messages = MessageTable(self.db)
         self.inbox = InboxTable(self.db)
+        self.management_rooms = ManagementRoomTable(self.db)
+        self.retired_portals = RetiredPortalTable(self.db)
         self.secret_box = SecretBox.from_config(
             str(config["bridge.secrets.key_id"]), str(config["bridge.secrets.key"]),
             dict(config.get("bridge.secrets.old_keys", {}) or {}),
@@ -236,21 +242,38 @@ class Bridge:
         return user
 
     async def set_management_room(self, user: User, room_id: str | None) -> None:
+        """The room notices go to (the most recent private chat with the bot)."""
         user.management_room = room_id
         await self.users_table.upsert(UserRow(user.mxid, room_id))
 
-    async def user_for_management_room(self, room_id: str) -> User | None:
-        row = await self.users_table.by_management_room(room_id)
-        return await self.get_user(row.mxid) if row else None
+    async def add_management_room(self, user: User, room_id: str) -> None:
+        """A private chat with the bot: commands work there without a prefix."""
+        await self.management_rooms.add(room_id, user.mxid, int(time.time() * 1000))
+        await self.set_management_room(user, room_id)
+
+    async def management_owner(self, room_id: str) -> str | None:
+        return await self.management_rooms.owner(room_id)
+
+    async def forget_management_room(self, user: User, room_id: str) -> None:
+        """The user left one of their chats with the bot; notices go to another one, if any."""
+        await self.management_rooms.remove(room_id)
+        if user.management_room == room_id:
+            remaining = await self.management_rooms.for_user(user.mxid)
+            await self.set_management_room(user, remaining[0] if remaining else None)
 
     async def ensure_management_room(self, user: User) -> str:
         if user.management_room:
             return user.management_room
+        room_id = await self.create_management_room(user)
+        return room_id
+
+    async def create_management_room(self, user: User) -> str:
+        """A private chat the bot created (and so controls: it can remove secrets there)."""
         room_id = await self.bot.create_room(
             name=self.config.get("appservice.bot_displayname", "Letterbox"),
             is_direct=True, invitees=[UserID(user.mxid)], preset=RoomCreatePreset.TRUSTED_PRIVATE,
         )
-        await self.set_management_room(user, room_id)
+        await self.add_management_room(user, room_id)
         return room_id
 
     async def notify_user(self, mxid: str, text: str, html: str | None = None) -> None:
@@ -316,6 +339,10 @@ class Bridge:
                 log.exception("Error while logging out %s", login.id)
         for key in [k for k in self.portals if k[1] == login.id]:
             await self.portals.pop(key).stop()
+        for portal_row in await self.portals_table.for_receiver(login.id):
+            if portal_row.mxid:  # kept rooms answer that the account is logged out
+                await self.retired_portals.add(RetiredPortalRow(
+                    portal_row.mxid, login.row.user_mxid, login.row.remote_name))
         self.logins.pop(login.id, None)
         await self.logins_table.delete(login.id)
 
@@ -422,7 +449,14 @@ class Bridge:
         self, portal: PortalRef, event_id: str, *, delivered: bool, reason: str | None = None,
         retrying: bool = False,
     ) -> None:
-        room = RoomID(portal.room_id)
+        await self.send_status(RoomID(portal.room_id), event_id, delivered=delivered, reason=reason,
+                               retrying=retrying)
+
+    async def send_status(
+        self, room: RoomID, event_id: str, *, delivered: bool, reason: str | None = None,
+        retrying: bool = False,
+    ) -> None:
+        """A `com.beeper.message_send_status` event; a final failure also gets a notice."""
         status: dict[str, Any] = {
             "network": self.connector.name,
             "m.relates_to": {"rel_type": "m.reference", "event_id": event_id},

@@ -27,6 +27,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("letterbox.commands")
 
+COMMAND_PREFIX = "!lb"
+
+
+def command_text(body: str) -> str | None:
+    """The command of a message that starts with the prefix (after any reply fallback), else None.
+
+    Such a message is a command in every room: it is never sent to the network.
+    """
+    lines = body.splitlines()
+    if lines and lines[0].startswith(">"):  # a reply fallback: quoted lines, then an empty line
+        while lines and lines[0].startswith(">"):
+            lines.pop(0)
+        if lines and not lines[0].strip():
+            lines.pop(0)
+    text = "\n".join(lines).lstrip()
+    if text[:len(COMMAND_PREFIX)].lower() != COMMAND_PREFIX:
+        return None
+    return text[len(COMMAND_PREFIX):].strip()
+
 
 @dataclass(slots=True)
 class CommandEvent:
@@ -70,7 +89,7 @@ class CommandProcessor:
         await self.bridge.bot.send_notice(RoomID(room_id), text)
 
     async def handle(self, user: User, room_id: str, event_id: str, text: str, *, management: bool) -> None:
-        if user.login_flow and management:
+        if user.login_flow and management and user.login_flow.room_id == room_id:
             stripped = text.strip()
             if stripped.lower() not in ("cancel", "help"):
                 await self._login_input(user, room_id, event_id, stripped)
@@ -185,7 +204,7 @@ class CommandProcessor:
         if any(a.startswith(("password=", "secret=", "token=")) for a in evt.args) or {
             f.id for f in step.fields if f.secret} & prefilled.keys():
             await self._redact(evt.room_id, evt.event_id)
-        flow = LoginFlow(process=process, step=step, prefilled=prefilled)
+        flow = LoginFlow(process=process, step=step, room_id=evt.room_id, prefilled=prefilled)
         flow.apply_prefilled()
         evt.user.login_flow = flow
         await self.reply(evt.room_id, step.instructions + "\nSend `cancel` to stop.")

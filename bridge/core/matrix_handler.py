@@ -9,6 +9,7 @@ from mautrix.types import EventType, RoomID
 
 from ..network import (
     ConnectorError,
+    LoginState,
     EditHandler,
     MatrixEdit,
     MatrixMessage,
@@ -21,7 +22,7 @@ from ..network import (
     RedactionHandler,
 )
 from ..db import MessageRow
-from .commands import CommandProcessor
+from .commands import COMMAND_PREFIX, CommandProcessor, command_text
 from .permissions import Level
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("letterbox.matrix")
 
-COMMAND_PREFIX = "!lb"
+_TEXT_TYPES = ("m.text", "m.notice")
 
 
 class MatrixHandler:
@@ -63,9 +64,8 @@ class MatrixHandler:
         room_id = RoomID(event["room_id"])
         if content.get("membership") != "invite":
             if content.get("membership") == "leave" and target == event.get("sender"):
-                user = await self.bridge.user_for_management_room(room_id)
-                if user and user.mxid == target:
-                    await self.bridge.set_management_room(user, None)
+                if await self.bridge.management_owner(room_id) == target:
+                    await self.bridge.forget_management_room(await self.bridge.get_user(target), room_id)
             return
         user = await self.bridge.get_user(event["sender"])
         if target == self.bridge.bot_mxid:
@@ -76,7 +76,7 @@ class MatrixHandler:
             await self.bridge.bot.join_room_by_id(room_id)
             members = await self.bridge.bot.get_joined_members(room_id)
             if content.get("is_direct") or len(members) <= 2:
-                await self.bridge.set_management_room(user, room_id)
+                await self.bridge.add_management_room(user, room_id)
                 await self.bridge.bot.send_notice(
                     room_id, "Hello! I am the Letterbox bridge bot. Send `help` for the commands."
                 )
@@ -91,48 +91,65 @@ class MatrixHandler:
 
     # ---------------------------------------------------------------- messages
     async def _message(self, event: dict[str, Any]) -> None:
-        room_id = event["room_id"]
+        room_id = RoomID(event["room_id"])
+        event_id = event["event_id"]
         content = event.get("content", {})
         body = content.get("body", "") if isinstance(content.get("body"), str) else ""
         user = await self.bridge.get_user(event["sender"])
-        if user.management_room == room_id:
-            text = body.removeprefix(COMMAND_PREFIX).strip() if body.startswith(COMMAND_PREFIX) else body
-            await self.commands.handle(user, room_id, event["event_id"], text, management=True)
+        command = command_text(body)
+        if await self.bridge.management_owner(room_id) == user.mxid:
+            if (content.get("m.relates_to") or {}).get("rel_type") == "m.replace":
+                await self.commands.reply(room_id, "Edited messages are not read as commands; "
+                                                   "send the command again.")
+                return
+            if event.get("type") != "m.room.message" or content.get("msgtype") not in _TEXT_TYPES:
+                await self.commands.reply(room_id, "I only understand text: send `help` for the commands.")
+                return
+            await self.commands.handle(user, room_id, event_id, body if command is None else command,
+                                       management=True)
+            return
+        if command is not None:  # a command is never sent to the network, in any room
+            await self.commands.handle(user, room_id, event_id, command, management=False)
             return
         portal = await self.bridge.portal_by_room(room_id)
         if portal is None:
-            if body.startswith(COMMAND_PREFIX + " "):
-                await self.commands.handle(user, room_id, event["event_id"],
-                                           body[len(COMMAND_PREFIX):].strip(), management=False)
+            retired = await self.bridge.retired_portals.get(room_id)
+            if retired is not None and retired.user_mxid == user.mxid:
+                await self.bridge.send_status(room_id, event_id, delivered=False, reason=(
+                    f"{retired.remote_name} is logged out of this bridge. Send `login` in your chat "
+                    f"with me to log in again, or `{COMMAND_PREFIX} delete-portal` to leave this room."))
             return
         await self._portal_message(portal, user.mxid, event)
 
-    async def _owner_only(self, portal: Portal, sender: str, room_id: str) -> bool:
+    async def _owner_only(self, portal: Portal, sender: str, room_id: str, event_id: str) -> bool:
         if sender == portal.login.row.user_mxid:
             return True
-        await self.bridge.bot.send_notice(
-            RoomID(room_id), f"Only {portal.login.row.user_mxid} can send through this account."
-        )
+        await self.bridge.send_status(RoomID(room_id), event_id, delivered=False, reason=(
+            f"only {portal.login.row.user_mxid} can send through {portal.login.row.remote_name}."))
         return False
 
     async def _portal_message(self, portal: Portal, sender: str, event: dict[str, Any]) -> None:
         room_id, event_id = event["room_id"], event["event_id"]
-        if not await self._owner_only(portal, sender, room_id):
+        if not await self._owner_only(portal, sender, room_id, event_id):
             return
         content = dict(event.get("content", {}))
         client = portal.login.client
         relates = content.get("m.relates_to") or {}
+        if client is None or portal.login.state == LoginState.LOGGED_OUT:
+            reason = f"{portal.login.row.remote_name} is not connected"
+            reason += f" ({portal.login.state_reason})." if portal.login.state_reason else "."
+            await self.bridge.send_status(RoomID(room_id), event_id, delivered=False, reason=(
+                reason + " See `list-logins`; send `login` to me again if the password changed."))
+            return
         if relates.get("rel_type") == "m.replace":
             target = await self.bridge.messages.by_mxid(relates.get("event_id", ""))
             if not isinstance(client, EditHandler) or target is None:
-                await self._unsupported(room_id, event_id, "Editing is not supported here.")
+                await self.bridge.send_status(RoomID(room_id), event_id, delivered=False,
+                                              reason="this message cannot be edited here.")
                 return
             new_content = content.get("m.new_content") or content
-            await self._call(room_id, event_id, client.handle_matrix_edit(MatrixEdit(
+            await self._send(room_id, event_id, client.handle_matrix_edit(MatrixEdit(
                 portal.ref(), event_id, sender, MessageID(target.id), new_content)))
-            return
-        if client is None:
-            await self._unsupported(room_id, event_id, "This account is not connected.")
             return
         thread_root = reply_to = None
         if relates.get("rel_type") == "m.thread":
@@ -148,7 +165,7 @@ class MatrixHandler:
             timestamp_ms=int(event.get("origin_server_ts", 0)), thread_root=thread_root,
             reply_to=reply_to, mention_names=mention_names,
         )
-        remote_id = await self._call(room_id, event_id, client.handle_matrix_message(msg))
+        remote_id = await self._send(room_id, event_id, client.handle_matrix_message(msg))
         if remote_id:
             root_row = await self.bridge.messages.first_part(portal.login.id, thread_root) if thread_root else None
             await self.bridge.messages.insert(MessageRow(
@@ -174,6 +191,15 @@ class MatrixHandler:
         except ConnectorError as e:
             log.info("Action %s in %s failed: %s", event_id, room_id, e.reason)
             await self._unsupported(room_id, event_id, e.reason)
+        return None
+
+    async def _send(self, room_id: str, event_id: str, coro: Any) -> Any:
+        """Hand a message to the network; a refusal becomes a failed send status and a notice."""
+        try:
+            return await coro
+        except ConnectorError as e:
+            log.info("Message %s in %s not sent: %s", event_id, room_id, e.reason)
+            await self.bridge.send_status(RoomID(room_id), event_id, delivered=False, reason=e.reason)
         return None
 
     async def _unsupported(self, room_id: str, event_id: str, text: str) -> None:

@@ -14,6 +14,8 @@ class LoginFlow:
 
     process: LoginProcess
     step: LoginStep
+    # The room the answers are read from (secrets are redacted there).
+    room_id: str
     values: dict[str, str] = field(default_factory=dict)
     # Values given inline (`login field=value`), applied to every step that has the field.
     prefilled: dict[str, str] = field(default_factory=dict)

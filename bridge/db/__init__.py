@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from .ghost import GhostRow, GhostTable
 from .inbox import InboxEvent, InboxTable
+from .management_room import ManagementRoomTable
 from .message import MessageRow, MessageTable
 from .portal import PortalRow, PortalTable
+from .retired_portal import RetiredPortalRow, RetiredPortalTable
 from .upgrade import upgrade_table
 from .user import UserRow, UserTable
 from .user_login import UserLoginRow, UserLoginTable
@@ -15,10 +17,13 @@ __all__ = [
     "GhostTable",
     "InboxEvent",
     "InboxTable",
+    "ManagementRoomTable",
     "MessageRow",
     "MessageTable",
     "PortalRow",
     "PortalTable",
+    "RetiredPortalRow",
+    "RetiredPortalTable",
     "UserLoginRow",
     "UserLoginTable",
     "UserRow",

@@ -81,3 +81,26 @@ async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("CREATE INDEX matrix_event_inbox_pending_idx ON matrix_event_inbox (done, seq)")
+
+
+@upgrade_table.register(description="Every private chat with the bot; rooms of logged-out accounts")
+async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute(
+        """CREATE TABLE management_room (
+            room_id   TEXT PRIMARY KEY,
+            user_mxid TEXT NOT NULL,
+            added_at  BIGINT NOT NULL
+        )"""
+    )
+    await conn.execute("CREATE INDEX management_room_user_idx ON management_room (user_mxid)")
+    await conn.execute(
+        """INSERT INTO management_room (room_id, user_mxid, added_at)
+           SELECT management_room, mxid, 0 FROM bridge_user WHERE management_room IS NOT NULL"""
+    )
+    await conn.execute(
+        """CREATE TABLE retired_portal (
+            room_id     TEXT PRIMARY KEY,
+            user_mxid   TEXT NOT NULL,
+            remote_name TEXT NOT NULL
+        )"""
+    )

@@ -1,0 +1,115 @@
+"""Commands and refusals through a real Synapse: a command never leaks, a message never vanishes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from bridge.core.bridge import Bridge
+from devstack.bot_flows import management_room, wait_notice
+from devstack.matrix_client import Event, MatrixTestClient
+from tests.test_core_e2e import log_in
+
+pytestmark = pytest.mark.servers
+
+MakeUser = Callable[..., Awaitable[MatrixTestClient]]
+SEND_STATUS = "com.beeper.message_send_status"
+
+
+async def portal_with(bridge: Bridge, user: MatrixTestClient, room: str, login: str,
+                      correspondent: str) -> str:
+    """Log in and receive a first message from `correspondent`; returns the joined portal room."""
+    client = await log_in(bridge, user, room, login)
+    await client.receive(correspondent, f"hello from {correspondent}")
+    portal = await user.wait_for_room_invite()
+    await user.join(portal)
+    await user.wait_for_event(portal, lambda e: e["content"].get("body") == f"hello from {correspondent}")
+    return portal
+
+
+def status_of(user: MatrixTestClient, room: str, event_id: str) -> Callable[[], Event | None]:
+    def find() -> Event | None:
+        for e in user.timeline.get(room, []):
+            relates = e.get("content", {}).get("m.relates_to", {})
+            if e.get("type") == SEND_STATUS and relates.get("event_id") == event_id:
+                return e
+        return None
+    return find
+
+
+def reply_notice(user: MatrixTestClient, room: str, bot: str, event_id: str) -> Callable[[], str | None]:
+    def find() -> str | None:
+        for e in user.messages(room, bot):
+            content: dict[str, Any] = e["content"]
+            if (content.get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == event_id:
+                return str(content.get("body"))
+        return None
+    return find
+
+
+async def sent_bodies(bridge: Bridge, event_id: str) -> list[str]:
+    rows = await bridge.connector_db.fetch("SELECT body FROM loopback_sent WHERE event_id=$1", event_id)
+    return [r["body"] for r in rows]
+
+
+async def test_prefixed_command_in_a_portal_is_answered_and_never_sent(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    portal = await portal_with(bridge, user, room, "leaky", "erin")
+    command = await user.send_text(portal, "!lb list-logins")
+    await wait_notice(user, portal, bridge.bot_mxid, "loop:leaky")
+    assert await sent_bodies(bridge, command) == []
+    # The next ordinary message still goes out: the command did not break the room.
+    normal = await user.send_text(portal, "a normal message")
+    sent = await bridge.connector.clients["loop:leaky"].sent.get()  # type: ignore[attr-defined]
+    assert sent.event_id == normal
+
+
+async def test_commands_work_in_every_private_chat_with_the_bot(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    first = await management_room(bridge, user)
+    second = await management_room(bridge, user)
+    await user.send_text(first, "ping")
+    await wait_notice(user, first, bridge.bot_mxid, "Pong")
+    await user.send_text(second, "version")
+    await wait_notice(user, second, bridge.bot_mxid, "Letterbox")
+
+
+async def test_message_after_logout_gets_a_failed_status_and_a_notice(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    portal = await portal_with(bridge, user, room, "gone", "fred")
+    await user.send_text(room, "logout gone")
+    await wait_notice(user, room, bridge.bot_mxid, "Logged out of gone")
+    lost = await user.send_text(portal, "are you still there?")
+    status = await user.wait_for(status_of(user, portal, lost))
+    assert status["sender"] == bridge.bot_mxid
+    assert status["content"]["status"] == "FAIL_PERMANENT"
+    notice = await user.wait_for(reply_notice(user, portal, bridge.bot_mxid, lost))
+    assert "gone is logged out" in notice and "login" in notice, notice
+    assert await sent_bodies(bridge, lost) == []
+
+
+async def test_message_from_someone_without_the_account_gets_a_failed_status(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    guest = await matrix_user("guest")
+    room = await management_room(bridge, user)
+    portal = await portal_with(bridge, user, room, "owned", "gina")
+    await user.request("POST", f"/rooms/{portal}/invite", {"user_id": guest.user_id})
+    await guest.join(portal)
+    foreign = await guest.send_text(portal, "let me write too")
+    status = await guest.wait_for(status_of(guest, portal, foreign))
+    assert status["content"]["status"] == "FAIL_PERMANENT"
+    notice = await guest.wait_for(reply_notice(guest, portal, bridge.bot_mxid, foreign))
+    assert f"only {user.user_id} can send" in notice, notice
+    assert await sent_bodies(bridge, foreign) == []
