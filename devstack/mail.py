@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DevstackError, MissingBinaryError
+from .oauth_issuer import OAuthIssuer
 from .ports import LOOPBACK, free_ports
 from .process import ServerProcess, banner_check, ensure_ports_free
 from .tls import TlsFiles
@@ -142,12 +143,14 @@ class Dovecot:
         domain: str,
         users: dict[str, str],
         tls: TlsFiles,
+        issuer: OAuthIssuer,
     ) -> None:
         self.layout = layout
         self.ports = ports
         self.domain = domain
         self.users = users
         self.tls = tls
+        self.issuer = issuer
         self.config = layout.dovecot / "dovecot.conf"
         self.log_file = layout.logs / "dovecot.log"
         self.instance_name = "letterbox-" + hashlib.sha1(str(layout.root).encode()).hexdigest()[:10]
@@ -169,7 +172,18 @@ class Dovecot:
             0o640,
         )
         shutil.chown(users_file, "root", "dovecot")
+        write_if_changed(self.layout.dovecot / "oauth2.conf", self._oauth2_text())
         write_if_changed(self.config, self._config_text())
+
+    def _oauth2_text(self) -> str:
+        # RFC 7662 introspection of every bearer token at the rig's issuer (devstack.oauth_issuer)
+        return f"""\
+introspection_mode = post
+introspection_url = {self.issuer.introspection_url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
 
     def _config_text(self) -> str:
         lay, p = self.layout, self.ports
@@ -188,7 +202,7 @@ ssl = yes
 ssl_cert = <{self.tls.cert_file}
 ssl_key = <{self.tls.key_file}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 # tests try wrong passwords: no failure delay, no per-IP penalty (see anvil below)
 auth_failure_delay = 0
 # every mailbox belongs to Debian's 'mail' user (uid/gid 8)
@@ -198,9 +212,17 @@ first_valid_gid = 8
 last_valid_gid = 8
 mail_location = maildir:{lay.maildirs}/%d/%n/Maildir
 mail_fsync = never
+# passwords for PLAIN/LOGIN and for lookups without a login (LMTP's "none"); OAuth bearer tokens
+# are checked by the rig's issuer (token introspection)
 passdb {{
   driver = passwd-file
+  mechanisms = plain login none
   args = scheme=PLAIN username_format=%u {lay.dovecot / "users"}
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {lay.dovecot / "oauth2.conf"}
 }}
 userdb {{
   driver = static

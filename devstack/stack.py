@@ -23,6 +23,7 @@ from .mail import (
     require_mail_binaries,
     wait_for_rcpt,
 )
+from .oauth_issuer import OAuthIssuer
 from .ports import LOOPBACK, free_port
 from .process import ServerProcess, ensure_ports_free, stop_all
 from .synapse import (
@@ -67,7 +68,9 @@ class MailStack:
         self.users = dict(users)
         self.ports = ports or MailPorts.allocate()
         self.tls = ensure_tls(self.layout.tls, [f"mail.{domain}"])
-        self.dovecot = Dovecot(self.layout, self.ports, domain, self.users, self.tls)
+        # the mail provider's sign-in service; Dovecot asks it about every OAuth bearer token
+        self.issuer = OAuthIssuer()
+        self.dovecot = Dovecot(self.layout, self.ports, domain, self.users, self.tls, self.issuer)
         self.postfix = Postfix(self.layout, self.ports, domain, self.users, self.tls)
         self._blocks: dict[str, str] = {}
 
@@ -123,6 +126,7 @@ class MailStack:
     def start(self) -> None:
         """Write configs and start both servers (no-op for ones already running)."""
         try:
+            self.issuer.start()
             self.dovecot.write_config()
             self.postfix.write_config()
             self.dovecot.start()
@@ -132,8 +136,9 @@ class MailStack:
             raise
 
     def stop(self) -> None:
-        """Stop both servers (idempotent)."""
+        """Stop both servers and the issuer (idempotent)."""
         stop_all([self.postfix.process, self.dovecot.process])
+        self.issuer.stop()
 
     def __enter__(self) -> Self:
         self.start()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import ipaddress
 import ssl
 
+from ..sasl import BEARER_MECHANISMS, BearerSource
 from .errors import ImapConfigError
 
 SECURITY_MODES = ("tls", "starttls", "plain")
@@ -28,7 +29,9 @@ class ImapAccount:
     `security`: "tls" (implicit TLS, usually port 993), "starttls" (usually 143) or "plain"
     (no encryption, only accepted for a loopback host). Certificates are always verified,
     against `ca_file` when given, else against the system trust store. `timeout` (seconds)
-    bounds connecting and every single command.
+    bounds connecting and every single command. With `bearer`, the login is OAuth 2.0 (SASL
+    OAUTHBEARER or XOAUTH2, the first of `bearer_mechanisms` the server offers) and `password`
+    is unused.
     """
 
     host: str
@@ -38,6 +41,8 @@ class ImapAccount:
     password: str = field(repr=False)
     ca_file: str | None = None
     timeout: float = 30.0
+    bearer: BearerSource | None = field(default=None, repr=False, compare=False)
+    bearer_mechanisms: tuple[str, ...] = BEARER_MECHANISMS
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY_MODES:

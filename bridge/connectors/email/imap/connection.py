@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
+from ..sasl import BearerUnavailable, choose_mechanism, failure_reply, initial_response
 from .account import ImapAccount
 from .errors import (
     ImapAuthFailed,
@@ -82,6 +83,17 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     ) -> None:
         super().__init__(loop, conn_lost_cb)
         self._on_exists = on_exists
+
+    #: answer to a SASL error challenge during AUTHENTICATE (set while a bearer login runs)
+    sasl_failure_reply: str | None = None
+
+    def _continuation(self, line: bytes) -> None:
+        cmd = self.pending_sync_command
+        if self.sasl_failure_reply is not None and cmd is not None and cmd.name == "AUTHENTICATE":
+            # the server's error details come as a challenge; the answer gets the tagged NO
+            self.transport.write(self.sasl_failure_reply.encode("ascii") + b"\r\n")
+            return
+        super()._continuation(line)
 
     def _untagged_response(self, line: bytes) -> aioimaplib.Command:
         if _EXISTS_LINE.match(line):
@@ -279,7 +291,9 @@ class ImapConnection:
         if "LOGINDISABLED" in caps:
             raise ImapProtocolError("the server refuses to log in on an unencrypted connection")
         user, password = self.account.username, self.account.password
-        if "AUTH=PLAIN" in caps and "SASL-IR" in caps:
+        if self.account.bearer is not None:
+            cmd, secret = await self._bearer_command(caps)
+        elif "AUTH=PLAIN" in caps and "SASL-IR" in caps:
             # SASL PLAIN carries any UTF-8 and needs no quoting
             token = base64.b64encode(
                 b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8")
@@ -293,19 +307,45 @@ class ImapConnection:
                 raise ImapAuthFailed("the username or password contains a line break or NUL")
             secret = quote(password)
             cmd = aioimaplib.Command("LOGIN", proto.new_tag(), quote(user), secret, loop=proto.loop)
-        resp = await self._race(
-            proto.execute(cmd, scrub=secret), "login", timeout=self.account.timeout, secret=True
-        )
+        try:
+            resp = await self._race(
+                proto.execute(cmd, scrub=secret), "login", timeout=self.account.timeout, secret=True
+            )
+        finally:
+            proto.sasl_failure_reply = None
         if resp.result != "OK":
             text = completion_text(resp.lines)
             last = bytes(resp.lines[-1]) if resp.lines else b""
             if resp.result == "NO" and any(code in last for code in _TEMPORARY_LOGIN_CODES):
                 raise ImapConnectFailed(f"the server cannot log you in right now ({text})")
             if resp.result == "NO":
-                raise ImapAuthFailed(f"the server rejected the username or password ({text})")
+                what = "sign-in token" if self.account.bearer else "username or password"
+                raise ImapAuthFailed(f"the server rejected the {what} ({text})")
             raise ImapProtocolError(f"the server did not accept the login command ({text})")
         proto.state = aioimaplib.AUTH
         await self._race(proto.capability(), "CAPABILITY", timeout=self.account.timeout)
+
+    async def _bearer_command(self, caps: frozenset[str]) -> tuple[aioimaplib.Command, str]:
+        """AUTHENTICATE OAUTHBEARER/XOAUTH2 with the token as initial response (SASL-IR)."""
+        assert self._client is not None and self.account.bearer is not None
+        proto = self._client.protocol
+        offered = {c.split("=", 1)[1] for c in caps if c.startswith("AUTH=")}
+        mechanism = choose_mechanism(offered, self.account.bearer_mechanisms)
+        if mechanism is None or "SASL-IR" not in caps:
+            raise ImapProtocolError(
+                f"the server offers no OAuth login ({', '.join(self.account.bearer_mechanisms)}"
+                " with SASL-IR)"
+            )
+        try:
+            token = await self.account.bearer.access_token()
+            secret = initial_response(mechanism, self.account.username, token)
+        except BearerUnavailable as exc:
+            if exc.permanent:
+                raise ImapAuthFailed(exc.reason) from None
+            raise ImapConnectFailed(exc.reason) from None
+        proto.sasl_failure_reply = failure_reply(mechanism)
+        return aioimaplib.Command("AUTHENTICATE", proto.new_tag(), mechanism, secret,
+                                  loop=proto.loop), secret
 
     # ------------------------------------------------------------------ plumbing
 

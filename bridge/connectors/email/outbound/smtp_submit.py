@@ -25,6 +25,15 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
+from ..sasl import (
+    BEARER_MECHANISMS,
+    BearerSource,
+    BearerUnavailable,
+    choose_mechanism,
+    failure_reply,
+    initial_response,
+)
+
 log = logging.getLogger(__name__)
 
 Security = Literal["tls", "starttls", "plain"]
@@ -33,7 +42,11 @@ SECURITY_MODES: tuple[Security, ...] = ("tls", "starttls", "plain")
 
 @dataclass(frozen=True, slots=True)
 class SmtpAccount:
-    """Where and as whom to submit mail. `ca_file` adds a trusted CA (else the system store)."""
+    """Where and as whom to submit mail. `ca_file` adds a trusted CA (else the system store).
+
+    With `bearer`, the login is OAuth 2.0 (SASL OAUTHBEARER or XOAUTH2, the first of
+    `bearer_mechanisms` the server offers) and `password` is unused.
+    """
 
     host: str
     port: int
@@ -42,6 +55,8 @@ class SmtpAccount:
     password: str = field(repr=False)
     ca_file: str | None = None
     timeout: float = 30.0
+    bearer: BearerSource | None = field(default=None, repr=False, compare=False)
+    bearer_mechanisms: tuple[str, ...] = BEARER_MECHANISMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +266,7 @@ async def _login(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
                 recipients=[],
             ) from exc
         raise SmtpAuthFailed(
+            "the server rejected the sign-in token" if account.bearer else
             "the server rejected the user name or password", code=exc.code, text=exc.message
         ) from exc
     except SMTPResponseException as exc:
@@ -263,9 +279,33 @@ async def _login(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
         raise SmtpAuthFailed(f"cannot log in: {exc.message}", text=exc.message) from exc
 
 
+async def _authenticate_bearer(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
+    assert account.bearer is not None
+    offered = {m.upper() for m in client.server_auth_methods}
+    mechanism = choose_mechanism(offered, account.bearer_mechanisms)
+    if mechanism is None:
+        raise SmtpAuthFailed(
+            f"{account.host} offers no OAuth login ({', '.join(account.bearer_mechanisms)})")
+    try:
+        token = await account.bearer.access_token()
+        first = initial_response(mechanism, account.username, token)
+    except BearerUnavailable as exc:
+        if exc.permanent:
+            raise SmtpAuthFailed(exc.reason) from None
+        raise SmtpConnectFailed(exc.reason) from None
+    response = await client.execute_command(b"AUTH", mechanism.encode(), first.encode())
+    if response.code == 334:  # the error details as a challenge; the answer gets the final reply
+        response = await client.execute_command(failure_reply(mechanism).encode())
+    if response.code != 235:
+        raise SMTPAuthenticationError(response.code, response.message)
+
+
 async def _authenticate(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
     """Try the mechanisms both sides support; stop at the first 535 (wrong credentials), since
     other mechanisms with the same password fail the same way and each try costs server delay."""
+    if account.bearer is not None:
+        await _authenticate_bearer(client, account)
+        return
     methods = client.supported_auth_methods
     if not methods:
         raise SmtpAuthFailed(
