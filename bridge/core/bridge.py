@@ -20,6 +20,7 @@ from ..db import (
     InboxTable,
     ManagementRoomTable,
     MessageTable,
+    PendingPartTable,
     PortalRow,
     PortalTable,
     RetiredPortalRow,
@@ -36,6 +37,7 @@ from ..network import (
     MessageID,
     NetworkClient,
     NetworkConnector,
+    PortalID,
     PortalRef,
     RemoteEvent,
     UserLoginID,
@@ -88,6 +90,7 @@ class Bridge:
         self.logins_table = UserLoginTable(self.db)
         self.portals_table = PortalTable(self.db)
         self.messages = MessageTable(self.db)
+        self.pending_parts = PendingPartTable(self.db)
         self.inbox = InboxTable(self.db)
         self.management_rooms = ManagementRoomTable(self.db)
         self.retired_portals = RetiredPortalTable(self.db)
@@ -410,8 +413,9 @@ class Bridge:
         portal = await self.get_portal(event.portal, login)
         await portal.enqueue(lambda: portal.handle_remote(event))
 
-    async def message_known(self, login_id: UserLoginID, message_id: MessageID) -> bool:
-        return await self.messages.exists(login_id, message_id)
+    async def message_portal(self, login_id: UserLoginID, message_id: MessageID) -> PortalID | None:
+        portal = await self.messages.bridged_portal(login_id, message_id)
+        return PortalID(portal) if portal is not None else None
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None:
         """Store the state; tell the user about trouble, and about recovery after trouble."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mautrix.appservice import IntentAPI
 from mautrix.types import EventID, EventType, RoomCreatePreset, RoomID, UserID
 
-from ..db import MessageRow, PortalRow
+from ..db import MessageRow, PendingPart, PortalRow
 from ..network import (
     ChatInfo,
     MessageID,
@@ -29,6 +29,7 @@ from ..network import (
 )
 from ..network.events import MediaUpload
 from ..network.placeholders import substitute_placeholders
+from .part_sender import part_txn_id, send_part
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -112,18 +113,33 @@ class Portal:
             log.warning("Portal %s: remote event %s is not handled", self.row.id, type(event).__name__)
 
     async def _remote_message(self, evt: RemoteMessage) -> None:
+        """Post every part not yet in Matrix, each exactly once (see `part_sender`)."""
+        login_id = self.login.id
         messages = self.bridge.messages
-        if await messages.exists(self.login.id, evt.message_id):
+        done = {row.part_id for row in await messages.parts(login_id, evt.message_id)}
+        pending = {p.part_id for p in await self.bridge.pending_parts.of_message(login_id, evt.message_id)}
+        if done and not pending:
             log.debug("Message %s already bridged, skipping", evt.message_id)
+            return
+        parts = [(part.part_id or str(index), part) for index, part in enumerate(evt.parts)]
+        todo = [(part_id, part) for part_id, part in parts if part_id not in done]
+        if not todo:
             return
         await self.ensure_room(evt.chat_info, evt.sender)
         assert self.row.mxid
+        room = RoomID(self.row.mxid)
         intent = await self.bridge.ghosts.intent_for(evt.sender, evt.sender_info)
-        await intent.ensure_joined(RoomID(self.row.mxid))
+        await intent.ensure_joined(room)
         mapping = await self._upload(intent, evt.uploads)
         root_event, reply_event, root_id = await self._resolve_relations(evt.thread_root, evt.reply_to)
         ts = _ms(evt.timestamp)
-        for index, part in enumerate(evt.parts):
+        if not pending:
+            await self.bridge.pending_parts.begin([
+                PendingPart(receiver=login_id, id=evt.message_id, part_id=part_id, portal_id=self.row.id,
+                            room_id=room, txn_id=part_txn_id(login_id, evt.message_id, part_id))
+                for part_id, _ in todo
+            ])
+        for part_id, part in todo:
             content = substitute_placeholders(copy.deepcopy(part.content), mapping)
             if root_event:
                 relates: dict[str, Any] = {
@@ -135,18 +151,19 @@ class Portal:
                 content["m.relates_to"] = relates
             elif reply_event:
                 content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_event}}
-            event_id = await intent.send_message_event(
-                RoomID(self.row.mxid), EventType.find(part.event_type, EventType.Class.MESSAGE),
-                content, timestamp=ts,
+            event_id = await send_part(
+                intent, room, part.event_type, content,
+                txn_id=part_txn_id(login_id, evt.message_id, part_id), timestamp=ts,
+                recovering=part_id in pending,
             )
-            await messages.insert(
+            await self.bridge.pending_parts.complete(
                 MessageRow(
-                    receiver=self.login.id,
+                    receiver=login_id,
                     portal_id=self.row.id,
                     id=evt.message_id,
-                    part_id=part.part_id or str(index),
+                    part_id=part_id,
                     mxid=event_id,
-                    room_id=self.row.mxid,
+                    room_id=room,
                     sender_id=evt.sender,
                     timestamp=ts or int(time.time() * 1000),
                     thread_root=root_id or evt.message_id,

@@ -6,6 +6,7 @@ from .ghost import GhostRow, GhostTable
 from .inbox import InboxEvent, InboxTable
 from .management_room import ManagementRoomTable
 from .message import MessageRow, MessageTable
+from .pending_part import PendingPart, PendingPartTable
 from .portal import PortalRow, PortalTable
 from .retired_portal import RetiredPortalRow, RetiredPortalTable
 from .upgrade import upgrade_table
@@ -20,6 +21,8 @@ __all__ = [
     "ManagementRoomTable",
     "MessageRow",
     "MessageTable",
+    "PendingPart",
+    "PendingPartTable",
     "PortalRow",
     "PortalTable",
     "RetiredPortalRow",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mautrix.util.async_db import Database
+from mautrix.util.async_db import Connection, Database
 
 from bridge.db.rows import Record
 
@@ -33,11 +33,22 @@ class MessageTable:
         self.db = db
 
     async def insert(self, m: MessageRow) -> None:
-        await self.db.execute(
-            f"""INSERT INTO message ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                ON CONFLICT (receiver, id, part_id) DO NOTHING""",
-            m.receiver, m.portal_id, m.id, m.part_id, m.mxid, m.room_id, m.sender_id,
-            m.timestamp, m.thread_root,
+        async with self.db.acquire() as conn:
+            await insert_message(conn, m)
+
+    async def parts(self, receiver: str, message_id: str) -> list[MessageRow]:
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM message WHERE receiver=$1 AND id=$2", receiver, message_id,
+        )
+        return [MessageRow.from_record(r) for r in rows]
+
+    async def bridged_portal(self, receiver: str, message_id: str) -> str | None:
+        """The portal of a message whose every part is in Matrix (None: not, or not wholly)."""
+        return await self.db.fetchval(
+            """SELECT m.portal_id FROM message m WHERE m.receiver=$1 AND m.id=$2 AND NOT EXISTS (
+                   SELECT 1 FROM message_part_pending p WHERE p.receiver=$1 AND p.id=$2)
+               LIMIT 1""",
+            receiver, message_id,
         )
 
     async def first_part(self, receiver: str, message_id: str) -> MessageRow | None:
@@ -47,13 +58,16 @@ class MessageTable:
         )
         return MessageRow.from_record(row) if row else None
 
-    async def exists(self, receiver: str, message_id: str) -> bool:
-        return bool(
-            await self.db.fetchval(
-                "SELECT 1 FROM message WHERE receiver=$1 AND id=$2 LIMIT 1", receiver, message_id
-            )
-        )
 
     async def by_mxid(self, event_id: str) -> MessageRow | None:
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM message WHERE mxid=$1 LIMIT 1", event_id)
         return MessageRow.from_record(row) if row else None
+
+
+async def insert_message(conn: Connection, m: MessageRow) -> None:
+    await conn.execute(
+        f"""INSERT INTO message ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (receiver, id, part_id) DO NOTHING""",
+        m.receiver, m.portal_id, m.id, m.part_id, m.mxid, m.room_id, m.sender_id,
+        m.timestamp, m.thread_root,
+    )

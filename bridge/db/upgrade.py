@@ -104,3 +104,22 @@ async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
             remote_name TEXT NOT NULL
         )"""
     )
+
+
+@upgrade_table.register(description="Parts of remote messages being sent (exactly-once delivery)")
+async def upgrade_v3(conn: Connection, scheme: Scheme) -> None:
+    # A row per part that is about to be sent to Matrix, written (all parts at once) before the
+    # first send; replaced by its `message` row in the same transaction that records the event.
+    await conn.execute(
+        """CREATE TABLE message_part_pending (
+            receiver   TEXT NOT NULL,
+            id         TEXT NOT NULL,
+            part_id    TEXT NOT NULL,
+            portal_id  TEXT NOT NULL,
+            room_id    TEXT NOT NULL,
+            txn_id     TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (receiver, id, part_id),
+            FOREIGN KEY (portal_id, receiver) REFERENCES portal(id, receiver) ON DELETE CASCADE
+        )"""
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .events import RemoteEvent
-from .ids import MessageID, UserLoginID
+from .ids import MessageID, PortalID, UserLoginID
 from .login import LoginProcess
 from .matrix import MatrixMessage, PortalRef
 from .state import LoginStateEvent
@@ -40,7 +40,8 @@ class BridgeAPI(Protocol):
     async def queue_remote_event(self, login_id: UserLoginID, event: RemoteEvent) -> None:
         """Queue an event for its portal; returns once it is handled (posted or recorded)."""
 
-    async def message_known(self, login_id: UserLoginID, message_id: MessageID) -> bool: ...
+    async def message_portal(self, login_id: UserLoginID, message_id: MessageID) -> PortalID | None:
+        """The portal of a message whose every part is in Matrix (None: not, or not wholly)."""
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None: ...
 

@@ -43,10 +43,16 @@ class InboundPipeline:
         self.client = client
 
     async def is_known(self, message_id: str) -> bool:
-        """Bridged before, or composed here: a correction mail or a mailed reaction has no
-        message row of its own, yet its copy in Sent is an echo too."""
-        return (await self.client.bridge.message_known(self.client.login.login_id, MessageID(message_id))
-                or await self.client.composed_here(message_id))
+        return await self._known_portal(message_id) is not None
+
+    async def _known_portal(self, message_id: str) -> PortalID | None:
+        """The portal of a mail bridged before, or "" for one composed here without a message
+        of its own (a correction mail or a mailed reaction: its copy in Sent is an echo too,
+        and its index row already names its portal); None for mail new to Matrix."""
+        portal = await self.client.bridge.message_portal(self.client.login.login_id, MessageID(message_id))
+        if portal is not None:
+            return portal
+        return PortalID("") if await self.client.composed_here(message_id) else None
 
     async def failed(self, mail: FetchedMail, exc: BaseException) -> None:
         log.error("Giving up on %s UID %d of %s: %s", mail.folder, mail.uid, self.client.address, exc)
@@ -63,9 +69,11 @@ class InboundPipeline:
         message_id = parsed.message_id or fallback_message_id(mail.raw)
         index = self.client.mail_index
         login_id = self.client.login.login_id
-        if await self.is_known(message_id):
-            # Already in Matrix (the same mail in another folder, or our own sent mail).
-            await index.upsert(self._index_row(parsed, message_id, PortalID(""), mail))
+        known_portal = await self._known_portal(message_id)
+        if known_portal is not None:
+            # Already in Matrix (the same mail in another folder, our own sent mail, or a mail
+            # posted just before a crash kept it from being indexed): indexed with its portal.
+            await index.upsert(self._index_row(parsed, message_id, known_portal, mail))
             return
         remote = await self._remote_message(parsed, message_id, mail)
         await self.client.bridge.queue_remote_event(login_id, remote)

@@ -41,6 +41,8 @@ class MailIndexTable:
         await self.db.execute(
             f"""INSERT INTO email_mail ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
                 ON CONFLICT (login_id, message_id) DO UPDATE SET
+                portal_id=CASE WHEN email_mail.portal_id = '' THEN excluded.portal_id
+                               ELSE email_mail.portal_id END,
                 folder=COALESCE(excluded.folder, email_mail.folder),
                 uid=COALESCE(excluded.uid, email_mail.uid)""",
             m.login_id, m.message_id, m.portal_id, m.subject, m.sender, json.dumps(m.recipients),
@@ -65,7 +67,8 @@ class MailIndexTable:
         """The portal of the first known mail among `message_ids` (for threading replies)."""
         for mid in message_ids:
             row = await self.db.fetchrow(
-                "SELECT portal_id FROM email_mail WHERE login_id=$1 AND message_id=$2", login_id, mid
+                "SELECT portal_id FROM email_mail WHERE login_id=$1 AND message_id=$2 AND portal_id <> ''",
+                login_id, mid,
             )
             if row:
                 return row["portal_id"]
