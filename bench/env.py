@@ -28,11 +28,11 @@ from bridge.__main__ import load_config
 from bridge.connectors import load_connector
 from bridge.connectors.email.inbound.pool import close_default_pool
 from bridge.core.bridge import Bridge
+from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.email_e2e import logged_in
 from tests.helpers.harness import BridgeSetup, start_bridge
-from devstack.matrix_client import MatrixTestClient
 
 from .probe import StageProbe
 

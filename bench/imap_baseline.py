@@ -11,6 +11,7 @@ import time
 import aioimaplib
 
 from devstack.stack import MailStack
+
 from .mails import bench_mail, deliver_timed
 
 _EXISTS = re.compile(rb"^\d+ EXISTS$", re.I)

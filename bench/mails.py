@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 import re
 import smtplib
 import time
-from email.message import EmailMessage
 
+from devstack.matrix_client import Event
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import mail
-from devstack.matrix_client import Event
 
 SENDER = "Robin Sender <robin@example.org>"
 SENDER_ADDRESS = "robin@example.org"

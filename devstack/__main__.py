@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 
 from .errors import DevstackError, MatrixAdminError
 from .mail import MailPorts

@@ -16,15 +16,15 @@ import smtplib
 import sys
 import time
 
+from bridge.__main__ import example_for
 from bridge.__main__ import main as bridge_main
 from bridge.connectors import load_connector
 from bridge.core.config import Config
-from bridge.__main__ import example_for
 from devstack.__main__ import MAIL_PORTS, SYNAPSE_PORT
-from devstack.stack import MailStack
-from devstack.synapse import login
 from devstack.bot_flows import email_login, wait_notice
 from devstack.matrix_client import MatrixTestClient
+from devstack.stack import MailStack
+from devstack.synapse import login
 
 HS_URL = f"http://127.0.0.1:{SYNAPSE_PORT}"
 BOT = "@letterboxbot:localhost"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import hashlib
 import os
+from pathlib import Path
 import shutil
 import smtplib
 import subprocess
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import DevstackError, MissingBinaryError
 from .oauth_issuer import OAuthIssuer

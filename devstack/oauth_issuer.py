@@ -13,13 +13,13 @@ dict, served from a thread so Dovecot can reach it whatever the test's event loo
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass, field
 import hashlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .ports import LOOPBACK
@@ -209,7 +209,7 @@ def _basic(header: str) -> tuple[str, str] | None:
 class _Handler(BaseHTTPRequestHandler):
     owner: OAuthIssuer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: tokens travel in these requests."""
 
     def _send(self, status: int, body: dict[str, object] | None = None,
@@ -228,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length).decode()
         return {k: v[0] for k, v in parse_qs(raw).items()}
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path != "/authorize":
             self._send(404)
@@ -238,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers = self.owner.authorize(query, basic[0] if basic else None)
         self._send(status, None, headers)
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         form = self._form()
         if path == "/token":

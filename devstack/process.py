@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import contextlib
 import os
+from pathlib import Path
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .errors import ServerStartError
 from .ports import LOOPBACK, port_accepts

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import imaplib
 import os
+from pathlib import Path
 import re
 import smtplib
 import ssl
 import time
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 

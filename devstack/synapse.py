@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 import hashlib
 import hmac
 import json
 import os
+from pathlib import Path
 import secrets
+from typing import Any
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from .errors import MatrixAdminError, MissingBinaryError
 from .ports import LOOPBACK

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh Debian machine: installs what is missing, then runs pytest.
+# The whole test suite on a fresh Debian machine: installs what is missing, runs the static
+# checks (ruff, mypy --strict on bridge/), then pytest.
 # The tests start (and stop) their own Synapse, Dovecot, Postfix and, if needed, PostgreSQL.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 "$repo/devstack/install.sh"
 cd "$repo"
+# Static checks first (configured in pyproject.toml): lint everything, type-check bridge/ strictly.
+"$repo/.venv/bin/ruff" check --quiet .
+"$repo/.venv/bin/mypy"
 exec "$repo/.venv/bin/python" -m pytest "$@"

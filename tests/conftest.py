@@ -6,16 +6,16 @@ Set LETTERBOX_KEEP_STACK=1 to keep the servers' temp dirs (configs, logs) after 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 import os
+from pathlib import Path
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import pytest
 from hypothesis import settings
+import pytest
 
 from bridge.core.bridge import Bridge
 from devstack.errors import MissingBinaryError
@@ -23,7 +23,6 @@ from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.harness import LOOPBACK, LOOPBACK_APPSERVICE, BridgeSetup, start_bridge
-
 
 # Property tests explore a fixed sequence of examples: a CI run is reproducible, and a failure
 # found once is found again (the example database is off so nothing depends on local state).

@@ -7,13 +7,20 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from bridge.core.bridge import Bridge
-from devstack.errors import MatrixAdminError
-from devstack.stack import Synapse
-from devstack.bot_flows import management_room, wait_notice
-from bridge.network import NetworkUserID, PortalID, RemoteDelete, RemoteEdit, RemoteReaction, RemoteReadReceipt
+from bridge.network import (
+    NetworkUserID,
+    PortalID,
+    RemoteDelete,
+    RemoteEdit,
+    RemoteReaction,
+    RemoteReadReceipt,
+)
 from bridge.network.events import ConvertedPart
-from tests.helpers.loopback_connector import PASSWORD, LoopbackClient
+from devstack.bot_flows import management_room, wait_notice
+from devstack.errors import MatrixAdminError
 from devstack.matrix_client import MatrixTestClient
+from devstack.stack import Synapse
+from tests.helpers.loopback_connector import PASSWORD, LoopbackClient
 
 pytestmark = pytest.mark.servers
 

@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 
-import bridge.core.portal as portal_module
 from bridge.core.bridge import Bridge
 from bridge.core.part_sender import TXN_KEY, part_txn_id
+import bridge.core.portal as portal_module
 from bridge.db import MessageRow, PendingPart
 from bridge.network import (
     ChatInfo,

@@ -19,17 +19,18 @@ import uuid
 
 import aiohttp
 import asyncpg
+from mautrix.api import Method
+from mautrix.api import Path as ApiPath
 import pytest
-from mautrix.api import Method, Path as ApiPath
 from ruamel.yaml import YAML
 from yarl import URL
 
 from bridge.core.bridge import Bridge
+from devstack.bot_flows import management_room, notices, wait_notice
+from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import PostgresServer
 from devstack.stack import Synapse
-from devstack.bot_flows import management_room, notices, wait_notice
 from tests.helpers.harness import BridgeSetup, start_bridge
-from devstack.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 

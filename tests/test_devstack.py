@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from email.message import EmailMessage
 import imaplib
 import json
 import os
+from pathlib import Path
 import shutil
 import smtplib
 import ssl
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
-from email.message import EmailMessage
-from pathlib import Path
 
 import asyncpg
 import pytest

@@ -17,11 +17,11 @@ import zlib
 import pytest
 
 from bridge.core.bridge import Bridge
+from devstack.bot_flows import email_login, management_room, wait_notice
+from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import by_body, logged_in, mail, servers, wait_in_inbox
-from devstack.bot_flows import email_login, management_room, wait_notice
 from tests.helpers.harness import start_bridge
-from devstack.matrix_client import MatrixTestClient
 
 pytestmark = pytest.mark.servers
 
@@ -102,7 +102,7 @@ async def test_mail_arrives_in_rooms_and_threads(
     await user.join(list_room)
     await user.wait_for_event(list_room, by_body("Release is out"))
     names = [e["content"].get("name") for e in await user.room_state(list_room) if e["type"] == "m.room.name"]
-    assert names and "Developers" in names[0] or "dev.lists.example.org" in names[0]
+    assert (names and "Developers" in names[0]) or "dev.lists.example.org" in names[0]
 
 
 def png(n: int) -> bytes:

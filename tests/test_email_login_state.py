@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from devstack.stack import MailStack, Synapse
 from devstack.bot_flows import email_login, management_room, wait_notice
-from tests.helpers.harness import BridgeSetup, start_bridge
 from devstack.matrix_client import MatrixTestClient
+from devstack.stack import MailStack, Synapse
+from tests.helpers.harness import BridgeSetup, start_bridge
 
 pytestmark = pytest.mark.servers
 

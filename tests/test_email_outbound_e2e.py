@@ -23,6 +23,8 @@ import pytest
 
 from bridge.connectors.email.outbound import is_message_id_for_event
 from bridge.core.bridge import Bridge
+from devstack.bot_flows import wait_notice
+from devstack.matrix_client import Event, MatrixTestClient
 from devstack.stack import MailStack, Synapse
 from tests.helpers.bridge_process import BridgeProcess
 from tests.helpers.email_e2e import (
@@ -35,9 +37,7 @@ from tests.helpers.email_e2e import (
     wait_for_mail,
     with_subject,
 )
-from devstack.bot_flows import wait_notice
 from tests.helpers.harness import BridgeSetup, start_bridge
-from devstack.matrix_client import Event, MatrixTestClient
 
 pytestmark = pytest.mark.servers
 
@@ -368,7 +368,7 @@ async def test_read_receipt_redaction_and_edit(
     user = await matrix_user()
     me, bob = mailbox[0], people.bob
     await logged_in(email_bridge, user, mail_stack, mailbox)
-    dm, root, original = await receive_first_mail(user, mail_stack, me, bob, "Meeting", "At 10?")
+    dm, root, _original = await receive_first_mail(user, mail_stack, me, bob, "Meeting", "At 10?")
     (stored,) = await mails_in(mail_stack, me)
     assert "\\Seen" not in stored.flags
     await user.request("POST", f"/rooms/{quote(dm)}/receipt/m.read/{quote(root['event_id'])}", {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 import imaplib
 import logging
 import subprocess
@@ -34,8 +34,6 @@ from bridge.connectors.email.imap import (
 from bridge.connectors.email.imap.folder_sync import message_id_of
 from devstack.ports import free_port
 from devstack.stack import MailStack
-
-
 
 # ---------------------------------------------------------------- test doubles
 

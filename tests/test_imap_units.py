@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone, UTC
+from datetime import UTC, date, datetime, timedelta, timezone
 import random
 
 import pytest
@@ -14,8 +14,8 @@ from bridge.connectors.email.imap import (
     ImapAccount,
     ImapConfigError,
     ImapProtocolError,
+    mutf7,
 )
-from bridge.connectors.email.imap import mutf7
 from bridge.connectors.email.imap.folder_sync import message_id_of
 from bridge.connectors.email.imap.responses import (
     imap_date,

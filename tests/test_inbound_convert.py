@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
+import time
 
 import pytest
 

@@ -8,13 +8,13 @@ here; where this bridge deliberately differs from imap_tools the reason is writt
 from __future__ import annotations
 
 import ast
+from collections import namedtuple
 import csv
 import datetime
 import mailbox
+from pathlib import Path
 import re
 import time
-from collections import namedtuple
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,7 +91,7 @@ def _load_expected(path: Path) -> dict[str, Any]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     body = [node for node in tree.body if not isinstance(node, (ast.Import, ast.ImportFrom))]
     namespace: dict[str, Any] = {"datetime": datetime, "EmailAddress": _EmailAddress}
-    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102
+    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), namespace)
     return namespace["DATA"]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import signal
 from datetime import UTC
+import os
 from pathlib import Path
+import signal
 
 import pytest
 import pytest_asyncio

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
+import re
 
 import pytest
 

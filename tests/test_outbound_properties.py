@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import re
-import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+import re
+import unicodedata
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import imaplib
-import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+import imaplib
+import time
+import uuid
 
 import pytest
 

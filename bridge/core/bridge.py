@@ -6,12 +6,12 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import ClientSession, TCPConnector, web
-from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.api import Method, Path
-from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
+from mautrix.appservice import AppServiceAPI, IntentAPI
+from mautrix.types import JSON, EventType, RoomCreatePreset, RoomID, UserID
 from mautrix.util.async_db import Database
 
 from .. import __version__
@@ -49,6 +49,7 @@ from .permissions import Level, level_for
 from .portal import Portal
 from .processor import InboxProcessor
 from .secrets import SecretBox
+from .sending import send_event
 from .state_store import StateStore
 from .user import User
 from .user_login import UserLogin
@@ -394,7 +395,8 @@ class Bridge:
         try:
             space = await self.ensure_space(login)
             await self.bot.send_state_event(
-                RoomID(space), EventType.SPACE_CHILD, {"via": [self.domain]}, state_key=portal.row.mxid
+                RoomID(space), EventType.SPACE_CHILD, {"via": cast(JSON, [self.domain])},
+                state_key=portal.row.mxid
             )
             portal.row.in_space = True
             await self.portals_table.upsert(portal.row)
@@ -470,13 +472,11 @@ class Bridge:
             status["reason"] = "m.foreign_network_error"
             status["message"] = reason
         try:
-            await self.bot.send_message_event(
-                room, EventType.find("com.beeper.message_send_status", EventType.Class.MESSAGE), status
-            )
+            await send_event(self.bot, room, "com.beeper.message_send_status", status)
             if delivered:
                 await self.bot.send_receipt(room, event_id)  # type: ignore[arg-type]
             elif not retrying:
-                await self.bot.send_message_event(room, EventType.ROOM_MESSAGE, {
+                await send_event(self.bot, room, EventType.ROOM_MESSAGE, {
                     "msgtype": "m.notice",
                     "body": f"Not delivered: {reason or 'unknown error'}",
                     "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
@@ -491,4 +491,4 @@ class Bridge:
         content: dict[str, Any] = {"msgtype": "m.notice", "body": text, "m.mentions": {}}
         if reply_to_event:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to_event}}
-        await self.bot.send_message_event(RoomID(portal.room_id), EventType.ROOM_MESSAGE, content)
+        await send_event(self.bot, portal.room_id, EventType.ROOM_MESSAGE, content)

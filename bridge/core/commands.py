@@ -8,7 +8,7 @@ import logging
 import shlex
 from typing import TYPE_CHECKING
 
-from mautrix.types import RoomID
+from mautrix.types import RoomID, UserID
 
 from ..network import (
     ChatInfo,
@@ -178,17 +178,21 @@ class CommandProcessor:
             await self.reply(evt.room_id, "You have several logins; add `--login <login>`.")
             return
         login = logins[0]
-        if not isinstance(login.client, StartChatHandler):
+        resolver = login.capability(StartChatHandler)
+        if resolver is None:
             await self.reply(evt.room_id, "This network does not support starting chats.")
             return
-        portal_id, user_id, info = await login.client.resolve_identifier(evt.args[0])
+        portal_id, user_id, info = await resolver.resolve_identifier(evt.args[0])
         portal = await self.bridge.get_portal(portal_id, login)
         if portal.room_id:
-            await self.bridge.bot.invite_user(RoomID(portal.room_id), evt.user.mxid)  # type: ignore[arg-type]
+            await self.bridge.bot.invite_user(RoomID(portal.room_id), UserID(evt.user.mxid))
             await self.reply(evt.room_id, f"You already have a chat with {evt.args[0]}: {portal.room_id}")
             return
         info = info or ChatInfo(members=[ChatMember(user_id)], is_direct=True)
-        await portal.enqueue(lambda: portal.ensure_room(info, user_id))
+        async def create() -> None:
+            await portal.ensure_room(info, user_id)
+
+        await portal.enqueue(create)
         await self.reply(evt.room_id, f"Created a chat with {evt.args[0]}: {portal.room_id}")
 
     # ---------------------------------------------------------------- login flow
@@ -249,8 +253,9 @@ class CommandProcessor:
             if e.retry_step:
                 # Ask again for the secrets only (what was typed in the clear stays), or for
                 # everything when the step has no secret.
-                secret = {f.id for f in flow.step.fields if f.secret}
-                flow.values = {k: v for k, v in flow.values.items() if secret and k not in secret}
+                secret_ids = {f.id for f in flow.step.fields if f.secret}
+                flow.values = {k: v for k, v in flow.values.items()
+                               if secret_ids and k not in secret_ids}
                 flow.prefilled = {}
                 await self._advance(user, room_id)
             else:

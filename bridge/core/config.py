@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from importlib import resources
 import io
 import logging
 import os
-from importlib import resources
 from pathlib import Path
 import secrets as _secrets
 from typing import Any
@@ -96,14 +97,13 @@ class Config(RecursiveDict[CommentedMap]):
             data = yaml.load(text)
         except Exception as e:
             raise ConfigError(str(path), f"not valid YAML: {e}") from None
-        if not isinstance(data, dict):
+        if not isinstance(data, CommentedMap):
             raise ConfigError(str(path), "the top level must be a mapping")
         return cls(path, data, example)
 
-    def apply_env(self, environ: dict[str, str] | None = None) -> None:
+    def apply_env(self, environ: Mapping[str, str] | None = None) -> None:
         """Override options from LETTERBOX_SECTION__KEY variables (values parsed as YAML scalars)."""
-        environ = os.environ if environ is None else environ
-        for name, value in environ.items():
+        for name, value in (os.environ if environ is None else environ).items():
             if not name.startswith(ENV_PREFIX):
                 continue
             key = name[len(ENV_PREFIX):].lower().replace("__", ".")
@@ -118,7 +118,7 @@ class Config(RecursiveDict[CommentedMap]):
         value = self.get(key, None)
         if value is None:
             raise ConfigError(key, "missing")
-        if isinstance(kind, tuple) and int in kind or kind is int:
+        if (isinstance(kind, tuple) and int in kind) or kind is int:
             if isinstance(value, bool):
                 raise ConfigError(key, "must be a number")
         if not isinstance(value, kind):

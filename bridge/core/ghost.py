@@ -43,7 +43,7 @@ class Ghosts:
         return NetworkUserID(localpart.unescape(inner))
 
     async def intent_for(self, user_id: NetworkUserID | str, info: UserInfo | None = None) -> IntentAPI:
-        intent = self.az.intent(self.mxid(user_id))
+        intent: IntentAPI = self.az.intent(self.mxid(user_id))
         await intent.ensure_registered()
         row = await self.table.get(user_id)
         changed = row is None

@@ -7,7 +7,7 @@ are stored in the database, so a crash or a database outage makes the homeserver
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 import hashlib
 import hmac
 import json
@@ -49,7 +49,9 @@ class Intake:
         self.pings = 0
 
     @web.middleware
-    async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _auth_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if not request.path.startswith(PREFIX):
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
         # Only the Authorization header counts. A token in the query string is never accepted;

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from mautrix.types import EventType, RoomID
 
+from ..db import MessageRow
 from ..network import (
     ConnectorError,
-    LoginState,
     EditHandler,
+    LoginState,
     MatrixEdit,
     MatrixMessage,
     MatrixReaction,
@@ -21,9 +22,9 @@ from ..network import (
     ReadReceiptHandler,
     RedactionHandler,
 )
-from ..db import MessageRow
 from .commands import COMMAND_PREFIX, CommandProcessor, command_text
 from .permissions import Level
+from .sending import send_event
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -203,7 +204,7 @@ class MatrixHandler:
         return None
 
     async def _unsupported(self, room_id: str, event_id: str, text: str) -> None:
-        await self.bridge.bot.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, {
+        await send_event(self.bridge.bot, room_id, EventType.ROOM_MESSAGE, {
             "msgtype": "m.notice", "body": text, "m.mentions": {},
             "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
         })
@@ -214,8 +215,8 @@ class MatrixHandler:
             return
         relates = event.get("content", {}).get("m.relates_to", {})
         target = await self.bridge.messages.by_mxid(relates.get("event_id", ""))
-        client = portal.login.client
-        if not isinstance(client, ReactionHandler) or target is None:
+        client = portal.login.capability(ReactionHandler)
+        if client is None or target is None:
             await self._unsupported(event["room_id"], event["event_id"], "Reactions are not bridged here.")
             return
         await self._call(event["room_id"], event["event_id"], client.handle_matrix_reaction(
@@ -230,8 +231,8 @@ class MatrixHandler:
         target = await self.bridge.messages.by_mxid(redacts)
         if target is None:
             return
-        client = portal.login.client
-        if not isinstance(client, RedactionHandler):
+        client = portal.login.capability(RedactionHandler)
+        if client is None:
             await self._unsupported(event["room_id"], redacts, "Deleting messages is not supported here.")
             return
         await self._call(event["room_id"], redacts, client.handle_matrix_redaction(
@@ -242,7 +243,8 @@ class MatrixHandler:
         if not room_id:
             return
         portal = await self.bridge.portal_by_room(room_id)
-        if portal is None or not isinstance(portal.login.client, ReadReceiptHandler):
+        reader = portal.login.capability(ReadReceiptHandler) if portal else None
+        if portal is None or reader is None:
             return
         owner = portal.login.row.user_mxid
         for event_id, receipts in (edu.get("content") or {}).items():
@@ -252,5 +254,5 @@ class MatrixHandler:
             target = await self.bridge.messages.by_mxid(event_id)
             if target is None or target.sender_id == "":
                 continue
-            await self._call(room_id, event_id, portal.login.client.handle_matrix_read_receipt(
+            await self._call(room_id, event_id, reader.handle_matrix_read_receipt(
                 MatrixReadReceipt(portal.ref(), owner, MessageID(target.id))))

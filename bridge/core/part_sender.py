@@ -18,9 +18,11 @@ import json
 import logging
 from typing import Any
 
-from mautrix.appservice import IntentAPI
 from mautrix.api import Method, Path
-from mautrix.types import EventID, EventType, RoomID
+from mautrix.appservice import IntentAPI
+from mautrix.types import EventID, RoomID
+
+from .sending import send_event
 
 log = logging.getLogger("letterbox.send")
 
@@ -65,7 +67,4 @@ async def send_part(intent: IntentAPI, room_id: RoomID, event_type: str, content
         if existing:
             log.info("Part %s was already in %s as %s; not sending it again", txn_id, room_id, existing)
             return existing
-    return await intent.send_message_event(
-        room_id, EventType.find(event_type, EventType.Class.MESSAGE), content,
-        txn_id=txn_id, timestamp=timestamp,
-    )
+    return await send_event(intent, room_id, event_type, content, txn_id=txn_id, timestamp=timestamp)

@@ -30,6 +30,7 @@ from ..network import (
 from ..network.events import MediaUpload
 from ..network.placeholders import substitute_placeholders
 from .part_sender import part_txn_id, send_part
+from .sending import send_event
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -193,15 +194,15 @@ class Portal:
                    "m.relates_to": {"rel_type": "m.replace", "event_id": target.mxid}}
         if "formatted_body" in new_content:
             content["formatted_body"] = "* " + str(new_content["formatted_body"])
-        await intent.send_message_event(RoomID(target.room_id), EventType.ROOM_MESSAGE, content,
-                                        timestamp=_ms(evt.timestamp))
+        await send_event(intent, target.room_id, EventType.ROOM_MESSAGE, content,
+                         timestamp=_ms(evt.timestamp))
 
     async def _remote_reaction(self, evt: RemoteReaction) -> None:
         found = await self._target(evt)
         if found is None:
             return
         target, intent = found
-        await intent.send_message_event(RoomID(target.room_id), EventType.REACTION, {
+        await send_event(intent, target.room_id, EventType.REACTION, {
             "m.relates_to": {"rel_type": "m.annotation", "event_id": target.mxid, "key": evt.key}
         }, timestamp=_ms(evt.timestamp))
 

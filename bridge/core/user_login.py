@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..db import UserLoginRow
 from ..network import LoginAPI, LoginState, NetworkClient, UserLoginID
+
+Capability = TypeVar("Capability")
 
 
 @dataclass(slots=True)
@@ -15,6 +18,11 @@ class UserLogin:
     state_reason: str | None = None
     # A trouble notice was sent; the next CONNECTED is announced as a recovery.
     trouble_reported: bool = False
+
+    def capability(self, kind: type[Capability]) -> Capability | None:
+        """The connected client if it implements `kind` (an optional capability), else None."""
+        client: object = self.client
+        return client if isinstance(client, kind) else None
 
     @property
     def id(self) -> UserLoginID:

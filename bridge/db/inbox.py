@@ -9,7 +9,7 @@ from typing import Any
 
 from mautrix.util.async_db import Database
 
-from .rows import rowcount
+from .rows import rowcount, transaction
 
 
 @dataclass(slots=True)
@@ -32,7 +32,7 @@ class InboxTable:
         """
         now = int(time.time() * 1000)
         new = 0
-        async with self.db.acquire() as conn, conn.transaction():
+        async with transaction(self.db) as conn:
             await conn.execute(
                 """INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2)
                    ON CONFLICT (txn_id) DO NOTHING""",

@@ -10,7 +10,9 @@ class ManagementRoomTable:
         self.db = db
 
     async def owner(self, room_id: str) -> str | None:
-        return await self.db.fetchval("SELECT user_mxid FROM management_room WHERE room_id=$1", room_id)
+        owner: str | None = await self.db.fetchval(
+            "SELECT user_mxid FROM management_room WHERE room_id=$1", room_id)
+        return owner
 
     async def for_user(self, mxid: str) -> list[str]:
         rows = await self.db.fetch(

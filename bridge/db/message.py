@@ -6,6 +6,8 @@ from mautrix.util.async_db import Connection, Database
 
 from bridge.db.rows import Record
 
+from .rows import connection
+
 _COLUMNS = "receiver, portal_id, id, part_id, mxid, room_id, sender_id, timestamp, thread_root"
 
 
@@ -33,7 +35,7 @@ class MessageTable:
         self.db = db
 
     async def insert(self, m: MessageRow) -> None:
-        async with self.db.acquire() as conn:
+        async with connection(self.db) as conn:
             await insert_message(conn, m)
 
     async def parts(self, receiver: str, message_id: str) -> list[MessageRow]:
@@ -44,12 +46,13 @@ class MessageTable:
 
     async def bridged_portal(self, receiver: str, message_id: str) -> str | None:
         """The portal of a message whose every part is in Matrix (None: not, or not wholly)."""
-        return await self.db.fetchval(
+        portal_id: str | None = await self.db.fetchval(
             """SELECT m.portal_id FROM message m WHERE m.receiver=$1 AND m.id=$2 AND NOT EXISTS (
                    SELECT 1 FROM message_part_pending p WHERE p.receiver=$1 AND p.id=$2)
                LIMIT 1""",
             receiver, message_id,
         )
+        return portal_id
 
     async def first_part(self, receiver: str, message_id: str) -> MessageRow | None:
         row = await self.db.fetchrow(

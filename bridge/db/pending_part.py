@@ -14,6 +14,7 @@ import time
 from mautrix.util.async_db import Database
 
 from .message import MessageRow, insert_message
+from .rows import transaction
 
 _COLUMNS = "receiver, id, part_id, portal_id, room_id, txn_id, created_at"
 
@@ -36,7 +37,7 @@ class PendingPartTable:
     async def begin(self, parts: list[PendingPart]) -> None:
         """Mark every part of one message pending, atomically."""
         now = int(time.time() * 1000)
-        async with self.db.acquire() as conn, conn.transaction():
+        async with transaction(self.db) as conn:
             for p in parts:
                 await conn.execute(
                     f"""INSERT INTO message_part_pending ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7)
@@ -53,7 +54,7 @@ class PendingPartTable:
 
     async def complete(self, message: MessageRow) -> None:
         """Record the sent part's event and drop its pending mark, atomically."""
-        async with self.db.acquire() as conn, conn.transaction():
+        async with transaction(self.db) as conn:
             await insert_message(conn, message)
             await conn.execute(
                 "DELETE FROM message_part_pending WHERE receiver=$1 AND id=$2 AND part_id=$3",

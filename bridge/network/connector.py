@@ -94,7 +94,7 @@ class NetworkConnector(ABC):
     def example_config(self) -> str:
         """The commented YAML of this connector's config section."""
 
-    def validate_config(self, section: dict[str, Any]) -> None:
+    def validate_config(self, section: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Raise `ConfigError` for an invalid option (the core's config module)."""
 
     @property

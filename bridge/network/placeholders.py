@@ -8,9 +8,9 @@ token: `…/att10` is its own key, never `…/att1` followed by "0".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 PLACEHOLDER_PREFIX = "mxc://letterbox.placeholder/"

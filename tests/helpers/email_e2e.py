@@ -14,9 +14,9 @@ import imaplib
 import re
 import time
 
-from devstack.stack import MailStack
 from devstack.bot_flows import HasBot, email_login, management_room
 from devstack.matrix_client import Event, MatrixTestClient
+from devstack.stack import MailStack
 
 
 def servers(mail_stack: MailStack) -> dict[str, str]:

@@ -6,9 +6,9 @@ makes sure the validator itself catches what it should.
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 import json
 import re
-from html.parser import HTMLParser
 from typing import Any
 
 # Written out again from the client-server spec (m.room.message, "HTML"), independently of the

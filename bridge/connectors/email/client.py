@@ -33,9 +33,9 @@ from ...network import (
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
 from .imap import Backfill, ImapAccount, ImapError, ImapOps, ImapSync, SyncState
-from .outbox import Outbox
 from .outbound import event_id_hash_from_message_id
 from .outbound.smtp_submit import SmtpAccount
+from .outbox import Outbox
 from .receive import InboundPipeline
 from .rooms import ghost_id, user_info
 from .send import prepare_mail

@@ -55,7 +55,7 @@ def _positive(section: dict[str, Any], path: str) -> float:
     value = _get(section, path, (int, float))
     if value is None or value <= 0:
         raise ConfigError(f"{SECTION}.{path}", "must be a positive number")
-    return value
+    return float(value)
 
 
 def parse_config(section: dict[str, Any]) -> EmailConfig:

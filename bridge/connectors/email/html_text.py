@@ -6,10 +6,10 @@ and the `body` of a received one. `text_to_html` gives the `formatted_body` of a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from html import escape
 from html.parser import HTMLParser
+import re
 
 # Where a browser leaves vertical space the text has a blank line; other blocks start a new line
 # (Gmail and others write every line of a mail as a `<div>`).

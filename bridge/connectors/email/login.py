@@ -18,8 +18,10 @@ from ...network import (
     UserLoginID,
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
-from .imap import ImapAccount, ImapAuthFailed, ImapError, check_login as check_imap
-from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError, check_login as check_smtp
+from .imap import ImapAccount, ImapAuthFailed, ImapError
+from .imap import check_login as check_imap
+from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError
+from .outbound.smtp_submit import check_login as check_smtp
 from .servers import ServerSpec, default_spec, parse_spec
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ...network import PortalRef, PortalID
+from ...network import PortalID, PortalRef
 from .db import OutboxRow, OutboxState, OutboxTable
 from .outbound.smtp_submit import (
     SmtpAuthFailed,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+import hashlib
 
 from ...network import ChatInfo, ChatMember, NetworkUserID, PortalID, UserInfo
 from .addresses import Mailbox, address_key

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from email import policy
+from email.message import EmailMessage
 import re
 from typing import TYPE_CHECKING, Any
 

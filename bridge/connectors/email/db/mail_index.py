@@ -71,5 +71,5 @@ class MailIndexTable:
                 login_id, mid,
             )
             if row:
-                return row["portal_id"]
+                return str(row["portal_id"])
         return None

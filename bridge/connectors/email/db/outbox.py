@@ -73,10 +73,11 @@ class OutboxTable:
         return [OutboxRow.from_record(r) for r in rows]
 
     async def next_due_time(self, login_id: str) -> int | None:
-        return await self.db.fetchval(
+        due: int | None = await self.db.fetchval(
             "SELECT MIN(next_attempt) FROM email_outbox WHERE login_id=$1 AND state IN ('queued', 'sending')",
             login_id,
         )
+        return due
 
     async def set_state(self, event_id: str, state: OutboxState, *, attempts: int | None = None,
                         next_attempt: int | None = None, last_error: str | None = None) -> None:

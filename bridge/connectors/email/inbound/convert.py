@@ -13,11 +13,11 @@ line boundary with a note, and the whole mail is attached as `message.eml`.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from html import escape
+import json
+import re
 from typing import Any
 
 from ....network.placeholders import placeholder, referenced_keys

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
+import re
 
 from ..addresses import InvalidAddress, Mailbox, address_key, normalise_address, parse_mailbox_list
 from .charset import decode_bytes, fix_surrogates

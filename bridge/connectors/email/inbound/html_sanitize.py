@@ -11,10 +11,10 @@ the mail was read (tracking pixels), and Matrix only allows `mxc://` sources any
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from html import escape
 from html.parser import HTMLParser
+import re
 from urllib.parse import unquote
 
 import nh3
@@ -52,7 +52,7 @@ MXC_PREFIX = "mxc://"
 
 def link_allowed(url: str) -> bool:
     match = _SCHEME.match(url.strip())
-    return bool(match) and match.group(1).lower() in LINK_SCHEMES
+    return match is not None and match.group(1).lower() in LINK_SCHEMES
 
 
 def _attribute_value(tag: str, attr: str, value: str, cids: Mapping[str, str]) -> str | None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import binascii
-import quopri
-import re
 from email import policy
 from email.generator import BytesGenerator
 from email.message import Message
 from io import BytesIO
+import quopri
+import re
 
 from .headers import first
 
@@ -21,7 +21,7 @@ def serialise(part: Message) -> bytes:
     except (ValueError, TypeError, LookupError, UnicodeError):
         buffer = BytesIO()
         BytesGenerator(buffer, mangle_from_=False, policy=policy.default.clone(utf8=True)).flatten(
-            part
+            part  # type: ignore[arg-type]
         )
     return buffer.getvalue()
 

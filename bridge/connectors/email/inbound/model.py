@@ -32,7 +32,7 @@ class RecipientStatus:
     def failed(self) -> bool:
         if self.action:
             return self.action.lower() in ("failed", "delayed")
-        return bool(self.status) and self.status[:1] in ("4", "5")
+        return self.status is not None and self.status[:1] in ("4", "5")
 
 
 @dataclass(slots=True)

@@ -13,13 +13,14 @@ here (`headers.py`, `filenames.py`), leniently and with charset repair.
 
 from __future__ import annotations
 
-import logging
-import re
-import time
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
+import logging
+import re
+import time
+from typing import Any
 
 from ..addresses import Mailbox
 from .charset import decode_bytes
@@ -144,7 +145,7 @@ class _Walker:
     def attachment(self, part: Message, ctype: str, raw: dict[str, list[str]]) -> Attachment:
         name = part_filename(raw, self.hint)
         if ctype in ("message/rfc822", "message/global"):
-            inner = part.get_payload()
+            inner: Any = part.get_payload()
             data = (
                 serialise(inner[0]) if isinstance(inner, list) and inner else decoded_payload(part)
             )

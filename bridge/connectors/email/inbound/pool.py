@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 import pickle
 import struct
-import os
 import sys
-from pathlib import Path
 
 from .limits import MailRejected, ParseLimits, ParserUnavailable, too_large
 from .model import ParsedEmail
@@ -66,7 +66,8 @@ class _Worker:
         header = await self.proc.stdout.readexactly(_HEADER.size)
         (size,) = _HEADER.unpack(header)
         data = await self.proc.stdout.readexactly(size)
-        return pickle.loads(data)
+        message: tuple[str, object] = pickle.loads(data)
+        return message
 
     async def run(self, raw: bytes, limits: ParseLimits) -> tuple[str, object]:
         assert self.proc.stdin is not None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from email import policy
 from email.parser import BytesHeaderParser
+import json
 from pathlib import Path
+import sys
 from typing import Any
 
 from ....network.placeholders import referenced_keys

@@ -19,9 +19,9 @@ Outlook's reply header, Thunderbird's cite prefix, …) when nothing substantial
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
+import re
 
 QUOTE = "quote"
 FORWARD = "forward"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from email import policy
 from email.message import Message
 from email.parser import HeaderParser
+import re
 
 from .charset import decode_bytes, fix_surrogates
 from .headers import clean_text, first, header_text, normalise_message_id, raw_headers
@@ -14,6 +14,12 @@ from .model import DeliveryReport, RecipientStatus
 
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def _status_code(status: str | None) -> str | None:
+    """The enhanced status code (RFC 3463) in a Status field, if there is one."""
+    match = _STATUS.search(status) if status else None
+    return match.group(1) if match else None
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[\s\-]")
 _BOUNCE_SENDERS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"}
 _BOUNCE_SUBJECT = re.compile(
@@ -110,9 +116,7 @@ def delivery_status(part: Message) -> list[RecipientStatus]:
             RecipientStatus(
                 recipient=recipient,
                 action=clean_text(first(block, "action") or "").lower() or None,
-                status=(
-                    _STATUS.search(status).group(1) if status and _STATUS.search(status) else None
-                ),
+                status=_status_code(status),
                 diagnostic=_diagnostic(first(block, "diagnostic-code")),
             )
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from html.parser import HTMLParser
+import re
+from typing import Any
 from urllib.parse import unquote
 
 import commonmark
@@ -103,13 +104,13 @@ def _strip_reply_fallback(body: str) -> str:
     return "\n".join(lines[index:])
 
 
-class _PlainMarkdownRenderer(commonmark.HtmlRenderer):
+class _PlainMarkdownRenderer(commonmark.HtmlRenderer):  # type: ignore[misc]  # untyped library
     """CommonMark renderer that shows raw HTML in a Matrix body as literal text."""
 
-    def html_inline(self, node, entering) -> None:  # noqa: ANN001 - commonmark's own signature
+    def html_inline(self, node: Any, entering: bool) -> None:
         self.out(node.literal)
 
-    def html_block(self, node, entering) -> None:  # noqa: ANN001
+    def html_block(self, node: Any, entering: bool) -> None:
         self.cr()
         self.tag("p")
         self.out(node.literal.rstrip("\n"))
@@ -158,12 +159,12 @@ class _MatrixHtmlRewriter(HTMLParser):
         if self.pill is not None:
             return
         if tag == "img":
-            alt = attr.get("alt", "").strip()
+            alt = (attr.get("alt") or "").strip()
             if alt:
                 self.out.append(escape(alt))
             return
         rendered = "".join(
-            f' {k}="{escape(v)}"' for k, v in attrs if re.fullmatch(r"[a-z][a-z0-9\-]*", k)
+            f' {k}="{escape(v or "")}"' for k, v in attrs if re.fullmatch(r"[a-z][a-z0-9\-]*", k)
         )
         self.out.append(f"<{tag}{rendered}>")
 
@@ -237,7 +238,7 @@ def _prefix_emote(fragment: str, prefix: str) -> str:
 
 
 def matrix_to_mail_body(
-    content: dict,
+    content: dict[str, Any],
     *,
     mention_name: MentionName,
     sender: str | None = None,
@@ -253,11 +254,8 @@ def matrix_to_mail_body(
     body = content.get("body")
     body = _strip_reply_fallback(body) if isinstance(body, str) else ""
     formatted = content.get("formatted_body")
-    has_html = (
-        content.get("format") == HTML_FORMAT
-        and isinstance(formatted, str)
-        and formatted.strip() != ""
-    )
+    if content.get("format") != HTML_FORMAT or not isinstance(formatted, str) or not formatted.strip():
+        formatted = None
 
     mentions = content.get("m.mentions")
     mentioned: set[str] = set()
@@ -271,11 +269,13 @@ def matrix_to_mail_body(
                 return name
         return fallback or user_id
 
-    if has_html:
+    fragment: str | None
+    if formatted is not None:
         rewriter = _MatrixHtmlRewriter(name_for, mentioned)
         rewriter.feed(formatted)
-        fragment: str | None = _sanitise(rewriter.result()).strip()
-        text = _trim(_replace_user_ids(body, mentioned, name_for)) or html_to_text(fragment)
+        sanitised = _sanitise(rewriter.result()).strip()
+        fragment = sanitised
+        text = _trim(_replace_user_ids(body, mentioned, name_for)) or html_to_text(sanitised)
     else:
         text = _trim(_replace_user_ids(body, mentioned, name_for))
         rendered, rich = _markdown(body)

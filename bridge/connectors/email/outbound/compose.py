@@ -6,13 +6,13 @@ come in as already parsed `Mailbox` objects, and only an allow-list of extra hea
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
+import re
 
 from ..addresses import InvalidAddress, Mailbox, address_key, normalise_address
 from .body import MailBody
@@ -62,14 +62,14 @@ class OutgoingMail:
 def _make_policy() -> email_policy.EmailPolicy:
     registry = HeaderRegistry()
     for name in ("message-id", "in-reply-to", "references"):
-        registry.map_to_type(name, MessageIdListHeader)
+        registry.map_to_type(name, MessageIdListHeader)  # type: ignore[arg-type]
     for name in ("subject", *ALLOWED_EXTRA_HEADERS):
-        registry.map_to_type(name, CheckedTextHeader)
+        registry.map_to_type(name, CheckedTextHeader)  # type: ignore[arg-type]
     for name in ("from", "to", "cc"):
-        registry.map_to_type(name, CheckedAddressHeader)
+        registry.map_to_type(name, CheckedAddressHeader)  # type: ignore[arg-type]
     # cte_type 7bit: bodies are quoted-printable/base64 where needed, so the mail is plain ASCII
     # and can go to servers without 8BITMIME unchanged.
-    return email_policy.SMTP.clone(header_factory=registry, cte_type="7bit")
+    return email_policy.SMTP.clone(header_factory=registry, cte_type="7bit")  # type: ignore[return-value]
 
 
 POLICY = _make_policy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from email import policy as email_policy
 from email.headerregistry import Address
+from typing import Any
 
 _LINE = 78
 _MAX_PLAIN_WORD = 900
@@ -89,9 +90,10 @@ class CheckedTextHeader:
     """Free text (Subject, extra headers) that was already decoded and checked."""
 
     max_count = 1
+    name: str  # set by email.headerregistry.BaseHeader, which the registry mixes in
 
     @classmethod
-    def parse(cls, value: str, kwds: dict) -> None:
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
         kwds["decoded"] = value
         kwds["parse_tree"] = None
 
@@ -103,9 +105,10 @@ class MessageIdListHeader:
     """Message-ID / In-Reply-To / References made of already validated `<...>` ids."""
 
     max_count = 1
+    name: str  # set by email.headerregistry.BaseHeader, which the registry mixes in
 
     @classmethod
-    def parse(cls, value: str, kwds: dict) -> None:
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
         kwds["decoded"] = " ".join(value.split())
         kwds["parse_tree"] = None
 
@@ -159,22 +162,24 @@ class CheckedAddressHeader:
     """From / To / Cc from checked `(display name, addr-spec)` pairs (set as a tuple of Address)."""
 
     max_count = 1
+    name: str  # set by email.headerregistry.BaseHeader, which the registry mixes in
+    _checked: tuple[Address, ...]
 
     @classmethod
-    def parse(cls, value: object, kwds: dict) -> None:
-        items = (value,) if isinstance(value, Address) else value
-        if isinstance(items, str) or not all(isinstance(a, Address) for a in items):  # type: ignore[union-attr]
+    def parse(cls, value: object, kwds: dict[str, Any]) -> None:
+        items: Any = (value,) if isinstance(value, Address) else value
+        if isinstance(items, str) or not all(isinstance(a, Address) for a in items):
             raise TypeError("address headers of composed mail take Address objects only")
-        kwds["checked"] = tuple(items)  # type: ignore[arg-type]
+        kwds["checked"] = tuple(items)
         kwds["decoded"] = ", ".join(str(a) for a in kwds["checked"])
         kwds["parse_tree"] = None
 
-    def init(self, *args: object, **kw: object) -> None:
+    def init(self, *args: object, **kw: Any) -> None:
         self._checked = kw.pop("checked")
         super().init(*args, **kw)  # type: ignore[misc]
 
     @property
-    def addresses(self) -> tuple:
+    def addresses(self) -> tuple[Address, ...]:
         return self._checked
 
     def fold(self, *, policy: email_policy.Policy) -> str:

@@ -9,11 +9,11 @@ every stage, and hand the email package plain decoded text with no encoded words
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
+import re
+import unicodedata
 
 from .errors import HeaderInjection
 

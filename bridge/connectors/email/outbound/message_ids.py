@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 import hashlib
 import re
-from collections.abc import Iterable
 
 from ..addresses import InvalidAddress, normalise_domain
 from .errors import HeaderInjection, InvalidHeader

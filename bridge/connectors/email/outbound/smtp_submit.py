@@ -6,11 +6,11 @@ Every failure becomes a typed `SmtpError` with the server's reply and a user-fac
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from email.message import EmailMessage
 import ipaddress
 import logging
 import ssl
-from dataclasses import dataclass, field
-from email.message import EmailMessage
 from typing import Literal
 
 import aiosmtplib
