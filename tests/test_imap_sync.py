@@ -31,6 +31,7 @@ from bridge.connectors.email.imap import (
     SyncState,
     check_login,
 )
+from bridge.connectors.email.imap import sync as sync_module
 from bridge.connectors.email.imap.folder_sync import message_id_of
 from devstack.ports import free_port
 from devstack.stack import MailStack
@@ -568,6 +569,37 @@ async def test_abrupt_connection_loss_and_refused_reconnects_lose_nothing(
             SyncState.TRANSIENT_DISCONNECT,
         ]
         assert states[-1] == SyncState.CONNECTED
+        await sync.stop()
+    finally:
+        await proxy.close()
+
+
+async def test_reconnects_within_seconds_after_a_long_outage(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed connection attempts back off to a short cap, whatever the session back-off."""
+    proxy = TcpProxy(harness.stack.imap_port)
+    await proxy.open()
+    try:
+        account = await harness.account("alice", port=proxy.port)
+        sync, _, _, recorder = harness.engine(account, backoff=Backoff(initial_s=1.0, max_s=300.0))
+        opens = 0
+        real_open = sync_module.ImapConnection.open
+
+        async def counting_open(account: ImapAccount) -> object:
+            nonlocal opens
+            opens += 1
+            return await real_open(account)
+
+        monkeypatch.setattr(sync_module.ImapConnection, "open", counting_open)
+        await sync.start()
+        await wait_until(lambda: SyncState.CONNECTED in recorder.states, 5, "CONNECTED")
+        await proxy.cut_and_refuse()
+        await wait_until(lambda: opens >= 6, 40, "five refused connection attempts")
+        await proxy.open()
+        connected_before = recorder.states.count(SyncState.CONNECTED)
+        await wait_until(lambda: recorder.states.count(SyncState.CONNECTED) > connected_before, 10,
+                         "the reconnect once the server is back")
         await sync.stop()
     finally:
         await proxy.close()

@@ -30,7 +30,10 @@ class ImapSync:
     On any connection failure the engine reports TRANSIENT_DISCONNECT and reconnects after a
     jittered exponential back-off, reporting CONNECTED once logged in again; errors raised by
     the sink or the checkpoint store are treated the same way (the mail is retried from the
-    last checkpoint). A rejected login reports BAD_CREDENTIALS and ends retrying until
+    last checkpoint). Two back-offs: `connect_backoff` while the server cannot be reached or
+    refuses the session (short cap, so the engine is back within seconds of the server), and
+    `backoff` for sessions that fail after logging in (longer cap, so a failing sync does not
+    log in over and over); each is reset once it succeeds. A rejected login reports BAD_CREDENTIALS and ends retrying until
     `start()` is called again.
     """
 
@@ -47,6 +50,7 @@ class ImapSync:
         poll_interval_s: float = 60.0,
         use_idle: bool = True,
         backoff: Backoff | None = None,
+        connect_backoff: Backoff | None = None,
         delivery_retry: DeliveryRetry | None = None,
         batch_size: int = 50,
         batch_bytes: int = 20_000_000,
@@ -61,7 +65,8 @@ class ImapSync:
         self.use_idle = use_idle
         self.stop_grace_s = stop_grace_s
         self._listener = listener
-        self._backoff = backoff or Backoff(initial_s=1.0, max_s=300.0)
+        self._backoff = backoff or Backoff(initial_s=1.0, max_s=60.0)
+        self._connect_backoff = connect_backoff or Backoff(initial_s=0.5, max_s=5.0)
         self._stop = asyncio.Event()
         self._syncer = FolderSyncer(
             sink=sink,
@@ -92,6 +97,7 @@ class ImapSync:
             return
         self._stop.clear()
         self._backoff.reset()
+        self._connect_backoff.reset()
         self._reported = None
         self._task = asyncio.create_task(
             self._run(), name=f"imap-sync:{self.account.username}"
@@ -139,6 +145,7 @@ class ImapSync:
             conn: ImapConnection | None = None
             try:
                 conn = await ImapConnection.open(self.account)
+                self._connect_backoff.reset()
                 log.info("IMAP session for %s established", user)
                 await self._report(SyncState.CONNECTED, None)
                 await self._session(conn)
@@ -156,20 +163,21 @@ class ImapSync:
             except ImapError as exc:
                 log.warning("IMAP sync of %s interrupted: %s", user, exc.reason)
                 await self._close(conn)
-                await self._disconnected(exc.reason)
+                await self._disconnected(exc.reason, connected=conn is not None)
                 continue
             except Exception as exc:
                 log.exception("IMAP sync of %s failed", user)
                 await self._close(conn)
-                await self._disconnected(f"mail sync failed ({type(exc).__name__}); retrying")
+                await self._disconnected(f"mail sync failed ({type(exc).__name__}); retrying",
+                                         connected=conn is not None)
                 continue
             await self._close(conn)
 
-    async def _disconnected(self, reason: str) -> None:
+    async def _disconnected(self, reason: str, *, connected: bool) -> None:
         if self._stop.is_set():
             return
         await self._report(SyncState.TRANSIENT_DISCONNECT, reason)
-        delay = self._backoff.next_delay()
+        delay = (self._backoff if connected else self._connect_backoff).next_delay()
         log.info("reconnecting %s in %.1f s", self.account.username, delay)
         await self._wait_stop(delay)
 
