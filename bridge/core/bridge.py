@@ -109,7 +109,7 @@ class Bridge:
         self.logins: dict[UserLoginID, UserLogin] = {}
         self.portals: dict[tuple[str, str], Portal] = {}
         self._portal_lock = asyncio.Lock()
-        self.processor = InboxProcessor(self.inbox, self._handle_matrix_event)
+        self.processor = InboxProcessor(self.inbox, self._handle_matrix_event, give_up=self._matrix_event_given_up)
         self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self.processor.wake)
         self._runner: web.AppRunner | None = None
         self.creators_listed_in_power_levels = True
@@ -231,6 +231,14 @@ class Bridge:
 
     async def _handle_matrix_event(self, event: dict[str, Any]) -> None:
         await self.matrix.handle(event)
+
+    async def _matrix_event_given_up(self, event: dict[str, Any], exc: BaseException) -> None:
+        """A user's message that failed every attempt: its sender sees that, not silence."""
+        if event.get("type") not in ("m.room.message", "m.sticker") or self.is_bridge_puppet(
+                str(event.get("sender", ""))) or not event.get("room_id") or not event.get("event_id"):
+            return
+        await self.send_status(RoomID(event["room_id"]), event["event_id"], delivered=False, reason=(
+            f"the bridge failed on it ({type(exc).__name__}); the error is in the bridge's log."))
 
     # ---------------------------------------------------------------- users and logins
     def is_bridge_puppet(self, mxid: str) -> bool:

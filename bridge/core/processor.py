@@ -8,27 +8,38 @@ import logging
 from typing import Any
 
 from ..db import InboxEvent, InboxTable
+from ..network import is_infrastructure_error
 
 log = logging.getLogger("letterbox.processor")
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
+GiveUp = Callable[[dict[str, Any], BaseException], Awaitable[None]]
 
 
 class InboxProcessor:
-    """Dispatches stored events to `handler`; one worker per room keeps a room's order."""
+    """Dispatches stored events to `handler`; one worker per room keeps a room's order.
 
-    def __init__(self, inbox: InboxTable, handler: Handler, *, retry_interval: float = 2.0) -> None:
+    A failing event holds its room: it is retried in place with a growing delay, and the room's
+    later events wait behind it. A failure of the homeserver or the database
+    (`is_infrastructure_error`) is retried for as long as it lasts without counting against the
+    event; any other failure counts, and after `max_attempts` the event is given up (`give_up`
+    tells the user) so the room moves on.
+    """
+
+    def __init__(self, inbox: InboxTable, handler: Handler, *, give_up: GiveUp | None = None,
+                 retry_interval: float = 2.0, retry_delay: float = 0.5, max_retry_delay: float = 30.0
+                 ) -> None:
         self._inbox = inbox
         self._handler = handler
+        self._give_up = give_up
         self._retry_interval = retry_interval
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()
         self._rooms: dict[str, asyncio.Queue[InboxEvent]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
-        # An event whose handler keeps failing (e.g. the database is down) is retried a few
-        # times on later passes, then given up with a log line so it cannot block its room.
-        self._attempts: dict[int, int] = {}
         self.max_attempts = 3
         # Handled, but the database did not take the mark: marked on later passes, never handled
         # again (they stay in flight), so an outage after the handler ran does not repeat it.
@@ -88,28 +99,44 @@ class InboxProcessor:
     async def _room_worker(self, room: str, queue: asyncio.Queue[InboxEvent]) -> None:
         while not queue.empty():
             item = queue.get_nowait()
-            handled = True
-            try:
-                await self._handler(item.event)
-            except Exception:
-                attempts = self._attempts[item.seq] = self._attempts.get(item.seq, 0) + 1
-                log.exception("Failed to handle event %s in %s (attempt %d of %d)",
-                              item.event_id, room, attempts, self.max_attempts)
-                if attempts < self.max_attempts:
-                    self._in_flight.discard(item.seq)
-                    continue
-                handled = False
-            self._attempts.pop(item.seq, None)
+            await self._handle_holding(room, item)
             try:
                 await self._inbox.mark_done(item.seq)
             except Exception:
-                if handled:
-                    log.exception("Could not mark event %s handled; marking it later", item.event_id)
-                    self._unmarked.add(item.seq)
-                    continue
-                # Given up while the database is away: left pending, so it is tried afresh later.
-                log.exception("Could not mark event %s given up; will retry it", item.event_id)
+                log.exception("Could not mark event %s handled; marking it later", item.event_id)
+                self._unmarked.add(item.seq)
+                continue
             self._in_flight.discard(item.seq)
+
+    async def _handle_holding(self, room: str, item: InboxEvent) -> None:
+        """Handle `item`, retrying in place until it succeeds or is given up."""
+        attempts = 0
+        delay = self.retry_delay
+        while True:
+            try:
+                await self._handler(item.event)
+                return
+            except Exception as e:
+                if is_infrastructure_error(e):
+                    log.warning("Event %s in %s waits for the homeserver or database (%s); "
+                                "retrying in %.1fs", item.event_id, room, e, delay)
+                else:
+                    attempts += 1
+                    log.exception("Failed to handle event %s in %s (attempt %d of %d)",
+                                  item.event_id, room, attempts, self.max_attempts)
+                    if attempts >= self.max_attempts:
+                        await self._report_given_up(item, e)
+                        return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_retry_delay)
+
+    async def _report_given_up(self, item: InboxEvent, exc: BaseException) -> None:
+        if self._give_up is None:
+            return
+        try:
+            await self._give_up(item.event, exc)
+        except Exception:
+            log.exception("Could not tell the sender that event %s was given up", item.event_id)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until nothing is pending or in flight (used by tests and shutdown)."""

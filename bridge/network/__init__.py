@@ -15,7 +15,7 @@ from .capabilities import (
     StartChatHandler,
 )
 from .connector import BridgeAPI, LoginAPI, NetworkClient, NetworkConnector
-from .errors import ActionNotSupported, ConfigError, ConnectorError, LoginFailed
+from .errors import ActionNotSupported, ConfigError, ConnectorError, LoginFailed, is_infrastructure_error
 from .events import (
     ChatInfo,
     ChatMember,
@@ -46,6 +46,7 @@ __all__ = [
     "ChatInfo",
     "ChatMember",
     "ConfigError",
+    "is_infrastructure_error",
     "ConnectorError",
     "EditHandler",
     "LoginAPI",

@@ -29,3 +29,27 @@ class ConfigError(Exception):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"config error: {key}: {message}")
         self.key = key
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """Whether `exc` says the homeserver or the database is unreachable or overloaded, rather
+    than that the thing being handled is at fault. Such failures hold a queue and are retried
+    without counting against the item; any other failure counts towards giving the item up."""
+    import sqlite3
+
+    from aiohttp import ClientConnectionError
+    from mautrix.errors import MatrixConnectionError, MatrixRequestError
+
+    if isinstance(exc, MatrixRequestError):
+        return exc.http_status >= 500 or exc.http_status == 429
+    if isinstance(exc, (MatrixConnectionError, ClientConnectionError, OSError, TimeoutError)):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):  # locked, disk I/O, cannot open
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - PostgreSQL support not installed
+        return False
+    return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                            asyncpg.exceptions.OperatorInterventionError,
+                            asyncpg.exceptions.InsufficientResourcesError))
