@@ -15,7 +15,13 @@ from .capabilities import (
     StartChatHandler,
 )
 from .connector import BridgeAPI, LoginAPI, NetworkClient, NetworkConnector
-from .errors import ActionNotSupported, ConfigError, ConnectorError, LoginFailed, is_infrastructure_error
+from .errors import (
+    ActionNotSupported,
+    ConfigError,
+    ConnectorError,
+    LoginFailed,
+    is_infrastructure_error,
+)
 from .events import (
     ChatInfo,
     ChatMember,
@@ -46,7 +52,6 @@ __all__ = [
     "ChatInfo",
     "ChatMember",
     "ConfigError",
-    "is_infrastructure_error",
     "ConnectorError",
     "EditHandler",
     "LoginAPI",
@@ -81,4 +86,5 @@ __all__ = [
     "StartChatHandler",
     "UserInfo",
     "UserLoginID",
+    "is_infrastructure_error",
 ]

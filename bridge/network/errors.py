@@ -47,7 +47,7 @@ def is_infrastructure_error(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):  # locked, disk I/O, cannot open
         return True
     try:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - PostgreSQL support not installed
         return False
     return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
