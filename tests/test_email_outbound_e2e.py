@@ -1,8 +1,8 @@
 """Outbound mail end to end: a Matrix client -> Synapse -> bridge -> Postfix (submission) -> Dovecot.
 
 Every check reads the real mailboxes over IMAP, on both database backends. The rule for where a
-Matrix message goes is send.py's: a message in a thread (or replying to a mail) answers that mail;
-a top-level message continues the most recent mail of the room; in a room without mail (after
+Matrix message goes is send.py's: a reply to a mail answers that mail, a message in a thread the
+thread's latest mail; a top-level message continues the most recent mail of the room; in a room without mail (after
 `start-chat`) it starts a new thread whose subject is an explicit first line `Subject: ...` or
 else the first line of the message.
 """
@@ -222,9 +222,10 @@ async def test_reply_and_attachment_reach_the_correspondent_and_are_filed_in_sen
         "info": {"mimetype": "application/pdf", "size": len(data)},
         "m.relates_to": in_thread(root["event_id"]),
     })
+    reply_id = got.message_id
     got = await wait_for_mail(mail_stack, bob, for_event(file_event))
     assert got.message["Subject"] == "Re: Project plan"
-    assert got.message["In-Reply-To"] == original["Message-ID"]
+    assert got.message["In-Reply-To"] == reply_id  # the thread's latest mail
     attachments = list(got.message.iter_attachments())
     assert len(attachments) == 1
     assert attachments[0].get_filename() == "Q3 report.pdf"
@@ -242,6 +243,68 @@ async def test_reply_and_attachment_reach_the_correspondent_and_are_filed_in_sen
     await wait_synced_from(email_bridge, filed)
     await assert_no_echo(email_bridge, user, dm, me)
     assert [e["sender"] for e in user.timeline[dm] if by_body("Looks **good**")(e)] == [user.user_id]
+
+
+def in_thread_after(root_event: str, latest_event: str) -> dict[str, Any]:
+    """A thread reply as clients send it: the fallback reply points at the thread's latest event."""
+    return {"rel_type": "m.thread", "event_id": root_event, "is_falling_back": True,
+            "m.in_reply_to": {"event_id": latest_event}}
+
+
+def answer(sender: str, to: str, subject: str, text: str, *, in_reply_to: str,
+           references: list[str]) -> Any:
+    reply = mail(sender, [to], subject, text)
+    reply["In-Reply-To"] = in_reply_to
+    reply["References"] = " ".join(references)
+    return reply
+
+
+async def test_thread_reply_answers_the_latest_mail_with_the_whole_chain(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack,
+    mailbox: tuple[str, str], people: People,
+) -> None:
+    user = await matrix_user()
+    me, bob = mailbox[0], people.bob
+    await logged_in(email_bridge, user, mail_stack, mailbox)
+    dm, root, original = await receive_first_mail(user, mail_stack, me, bob, "Roadmap", "Q1 or Q2?")
+    first = await user.send_text(dm, "Q2", **{"m.relates_to": in_thread(root["event_id"])})
+    first_mail = await wait_for_mail(mail_stack, bob, for_event(first))
+    chain = [original["Message-ID"], first_mail.message_id]
+    second = answer(bob, me, "Re: Roadmap", "Q2 it is, which week?", in_reply_to=chain[-1],
+                    references=chain)
+    mail_stack.deliver(second.as_bytes(), [me], bob)
+    latest = await user.wait_for_event(dm, by_body("which week?"))
+
+    reply = await user.send_text(dm, "The first week",
+                                 **{"m.relates_to": in_thread_after(root["event_id"], latest["event_id"])})
+    got = await wait_for_mail(mail_stack, bob, for_event(reply))
+    assert got.message["In-Reply-To"] == second["Message-ID"]
+    assert str(got.message["References"]).split() == [*chain, second["Message-ID"]]
+
+
+async def test_thread_reply_keeps_the_root_when_the_correspondent_dropped_it(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack,
+    mailbox: tuple[str, str], people: People,
+) -> None:
+    """Some clients send only In-Reply-To (or cut References): the answer still names the root."""
+    user = await matrix_user()
+    me, bob = mailbox[0], people.bob
+    await logged_in(email_bridge, user, mail_stack, mailbox)
+    dm, root, original = await receive_first_mail(user, mail_stack, me, bob, "Budget", "Is 5k ok?")
+    first = await user.send_text(dm, "Make it 6k", **{"m.relates_to": in_thread(root["event_id"])})
+    first_mail = await wait_for_mail(mail_stack, bob, for_event(first))
+    second = answer(bob, me, "Re: Budget", "6k approved, when do you start?",
+                    in_reply_to=first_mail.message_id, references=[first_mail.message_id])
+    mail_stack.deliver(second.as_bytes(), [me], bob)
+    latest = await user.wait_for_event(dm, by_body("when do you start?"))
+    assert latest["content"]["m.relates_to"]["event_id"] == root["event_id"]
+
+    reply = await user.send_text(dm, "Monday",
+                                 **{"m.relates_to": in_thread_after(root["event_id"], latest["event_id"])})
+    got = await wait_for_mail(mail_stack, bob, for_event(reply))
+    assert got.message["In-Reply-To"] == second["Message-ID"]
+    assert str(got.message["References"]).split() == [
+        original["Message-ID"], first_mail.message_id, second["Message-ID"]]
 
 
 async def test_top_level_message_continues_latest_thread_and_start_chat_starts_one(

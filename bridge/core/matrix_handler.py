@@ -25,6 +25,7 @@ from ..network import (
 from .commands import COMMAND_PREFIX, CommandProcessor, command_text
 from .permissions import Level
 from .sending import send_event
+from .threads import ThreadOrderUnavailable, latest_before
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -152,10 +153,12 @@ class MatrixHandler:
             await self._send(room_id, event_id, client.handle_matrix_edit(MatrixEdit(
                 portal.ref(), event_id, sender, MessageID(target.id), new_content)))
             return
-        thread_root = reply_to = None
+        thread_root = thread_latest = reply_to = None
         if relates.get("rel_type") == "m.thread":
             row = await self.bridge.messages.by_mxid(relates.get("event_id", ""))
-            thread_root = MessageID(row.id) if row else None
+            if row is not None:
+                thread_root = MessageID(row.id)
+                thread_latest = await self._thread_latest(portal, room_id, relates, event_id) or thread_root
         reply_evt = (relates.get("m.in_reply_to") or {}).get("event_id")
         if reply_evt and not relates.get("is_falling_back"):
             row = await self.bridge.messages.by_mxid(reply_evt)
@@ -164,7 +167,7 @@ class MatrixHandler:
         msg = MatrixMessage(
             portal=portal.ref(), event_id=event_id, sender=sender, content=content,
             timestamp_ms=int(event.get("origin_server_ts", 0)), thread_root=thread_root,
-            reply_to=reply_to, mention_names=mention_names,
+            thread_latest=thread_latest, reply_to=reply_to, mention_names=mention_names,
         )
         remote_id = await self._send(room_id, event_id, client.handle_matrix_message(msg))
         if remote_id:
@@ -174,6 +177,19 @@ class MatrixHandler:
                 mxid=event_id, room_id=room_id, sender_id="", timestamp=msg.timestamp_ms,
                 thread_root=(root_row.thread_root or root_row.id) if root_row else None,
             ))
+
+    async def _thread_latest(self, portal: Portal, room_id: str, relates: dict[str, Any],
+                             event_id: str) -> MessageID | None:
+        """The thread's newest bridged message before `event_id`, in the room's order."""
+        try:
+            row = await latest_before(self.bridge.bot, self.bridge.messages, portal.login.id,
+                                      room_id, relates["event_id"], event_id)
+        except ThreadOrderUnavailable as e:
+            # The client's fallback reply names the event it showed last in the thread.
+            log.warning("Thread order unavailable, following the client's fallback reply: %s", e.reason)
+            fallback = (relates.get("m.in_reply_to") or {}).get("event_id")
+            row = await self.bridge.messages.by_mxid(fallback) if fallback else None
+        return MessageID(row.id) if row and row.receiver == portal.login.id else None
 
     async def _mention_names(self, room_id: str, content: dict[str, Any]) -> dict[str, str]:
         names: dict[str, str] = {}

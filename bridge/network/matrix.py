@@ -28,6 +28,9 @@ class MatrixMessage:
     content: dict[str, Any]
     timestamp_ms: int
     thread_root: MessageID | None = None
+    # In a thread: its most recent message (either side's), which a reply without an explicit
+    # `reply_to` answers. None outside threads.
+    thread_latest: MessageID | None = None
     reply_to: MessageID | None = None
     # Display names of Matrix users mentioned, keyed by user ID.
     mention_names: dict[str, str] = field(default_factory=dict)

@@ -58,7 +58,7 @@ async def prepare_mail(client: EmailClient, msg: MatrixMessage) -> PreparedMail:
         to, cc = _reply_all(answered, own)
         subject = reply_subject(answered.subject)
         in_reply_to = answered.message_id
-        references = [*answered.refs, answered.message_id]
+        references = _references(answered, msg.thread_root)
     else:
         if not msg.portal.portal_id.startswith("dm:"):
             raise ConnectorError("There is no email to answer in this room yet.")
@@ -91,8 +91,9 @@ async def prepare_mail(client: EmailClient, msg: MatrixMessage) -> PreparedMail:
 
 
 async def _answered_mail(client: EmailClient, msg: MatrixMessage) -> MailIndexRow | None:
+    """The mail replied to; in a thread, else its latest mail (either side's), else its root."""
     index, login_id = client.mail_index, client.login.login_id
-    for candidate in (msg.reply_to, msg.thread_root):
+    for candidate in (msg.reply_to, msg.thread_latest, msg.thread_root):
         if candidate:
             row = await index.get(login_id, candidate)
             if row:
@@ -101,6 +102,15 @@ async def _answered_mail(client: EmailClient, msg: MatrixMessage) -> MailIndexRo
         # A top-level message continues the most recent thread with these people.
         return await index.latest_in_portal(login_id, msg.portal.portal_id)
     return None
+
+
+def _references(answered: MailIndexRow, thread_root: str | None) -> list[str]:
+    """The answered mail's chain plus itself, starting at the thread's root even when the
+    correspondent's client dropped it (RFC 5322 3.6.4 keeps the first reference)."""
+    chain = [*answered.refs, answered.message_id]
+    if thread_root and thread_root not in chain:
+        chain.insert(0, thread_root)
+    return list(dict.fromkeys(chain))
 
 
 def _mailbox(addr: str) -> Mailbox | None:
