@@ -35,8 +35,9 @@ async def management_room(bridge: HasBot, user: MatrixTestClient) -> str:
 
 
 async def email_login(bridge: HasBot, user: MatrixTestClient, room: str, address: str, password: str,
-                      *, imap: str, smtp: str, expect: str = "Logged in as") -> str:
-    """Drive the email login flow; `imap`/`smtp` are host:port:security answers."""
+                      *, imap: str, smtp: str, name: str = "-", expect: str = "Logged in as") -> str:
+    """Drive the email login flow; `imap`/`smtp` are host:port:security answers, `name` the
+    sender name (`-`: the default, the Matrix display name)."""
     await user.send_text(room, "login")
     await wait_notice(user, room, bridge.bot_mxid, "Email address")
     await user.send_text(room, address)
@@ -46,4 +47,6 @@ async def email_login(bridge: HasBot, user: MatrixTestClient, room: str, address
     await user.send_text(room, imap)
     await wait_notice(user, room, bridge.bot_mxid, "SMTP server")
     await user.send_text(room, smtp)
+    await wait_notice(user, room, bridge.bot_mxid, "Your name")
+    await user.send_text(room, name)
     return (await wait_notice(user, room, bridge.bot_mxid, expect, timeout=30))[-1]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from bridge.core.bridge import Bridge
-from devstack.bot_flows import management_room, wait_notice
+from devstack.bot_flows import management_room, notices, wait_notice
 from devstack.matrix_client import Event, MatrixTestClient
+from tests.helpers.loopback_connector import PASSWORD
 from tests.test_core_e2e import log_in
 
 pytestmark = pytest.mark.servers
@@ -113,3 +115,39 @@ async def test_message_from_someone_without_the_account_gets_a_failed_status(
     notice = await guest.wait_for(reply_notice(guest, portal, bridge.bot_mxid, foreign))
     assert f"only {user.user_id} can send" in notice, notice
     assert await sent_bodies(bridge, foreign) == []
+
+
+async def test_login_moves_to_a_room_where_the_bot_can_remove_the_password(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    # A plain private room: the user created it, the bot has no power to remove messages.
+    created = await user.request("POST", "/createRoom", {
+        "is_direct": True, "invite": [bridge.bot_mxid], "preset": "private_chat"})
+    room = created["room_id"]
+    await wait_notice(user, room, bridge.bot_mxid, "Send `help`")
+    await user.send_text(room, "login")
+    await wait_notice(user, room, bridge.bot_mxid, "Username")
+    await user.send_text(room, "mover")
+    moved = (await wait_notice(user, room, bridge.bot_mxid, "cannot remove messages"))[-1]
+    new_room = await user.wait_for_room_invite()
+    assert f"https://matrix.to/#/{quote(new_room, safe='')}" in moved, moved
+    await user.join(new_room)
+    await wait_notice(user, new_room, bridge.bot_mxid, "Password")
+    secret = await user.send_text(new_room, PASSWORD)
+    await wait_notice(user, new_room, bridge.bot_mxid, "Logged in to loopback as mover")
+    assert (await user.request("GET", f"/rooms/{new_room}/event/{secret}"))["content"] == {}
+    assert not any("Password" in n for n in notices(user, room, bridge.bot_mxid))
+
+
+async def test_login_with_an_unknown_option_is_refused_with_the_valid_ones(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    await user.send_text(room, "login usrname=typo")
+    refused = (await wait_notice(user, room, bridge.bot_mxid, "Unknown option"))[-1]
+    assert "`usrname`" in refused and "`username=…`" in refused and "`password=…`" in refused
+    # No login started: the next message is a command again, not an answer.
+    await user.send_text(room, "ping")
+    await wait_notice(user, room, bridge.bot_mxid, "Pong")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from devstack.bot_flows import email_login, management_room, wait_notice
+from devstack.bot_flows import email_login, management_room, notices, wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack, Synapse
 from tests.helpers.harness import BridgeSetup, start_bridge
@@ -38,8 +38,12 @@ async def test_untrusted_certificate_is_refused_at_login(
         await email_login(bridge, user, room, *mailbox, imap=f"127.0.0.1:{mail_stack.imaps_port}:tls",
                           smtp=f"127.0.0.1:{mail_stack.submission_port}:starttls", expect="Login failed")
         notice = (await wait_notice(user, room, bridge.bot_mxid, "Login failed"))[-1]
-        assert "certificate" in notice.lower(), notice
-        assert notice.count("certificate") >= 2  # both IMAP and SMTP say so
+        lines = notice.splitlines()
+        imap_line = next(i for i, line in enumerate(lines) if line.startswith("IMAP ("))
+        smtp_line = next(i for i, line in enumerate(lines) if line.startswith("SMTP ("))
+        for i in (imap_line, smtp_line):  # each server: what failed, then what to do
+            assert "certificate" in lines[i], notice
+            assert "ask the bridge admin" in lines[i + 1] and "`network.email.ca_file`" in lines[i + 1]
         assert await bridge.logins_table.for_user(user.user_id) == []
     finally:
         await bridge.stop()
@@ -81,5 +85,27 @@ async def test_runtime_states_are_announced(
         await email_login(bridge, user, room, address, password + "-new", **servers(mail_stack))
         await wait_notice(user, room, bridge.bot_mxid, "connected again", count=2, timeout=30)
         assert len(await bridge.logins_table.for_user(user.user_id)) == 1
+    finally:
+        await bridge.stop()
+
+
+async def test_a_wrong_address_is_asked_again_not_the_password(
+    email_config: Path, mail_stack: MailStack, mailbox: tuple[str, str], matrix_user: MakeUser,
+) -> None:
+    address, password = mailbox
+    bridge = await start_bridge(email_config, connector_name="email")
+    try:
+        user = await matrix_user()
+        room = await management_room(bridge, user)
+        await user.send_text(room, "login")
+        await wait_notice(user, room, bridge.bot_mxid, "Email address")
+        await user.send_text(room, "alice at example")
+        await wait_notice(user, room, bridge.bot_mxid, "Password")
+        await user.send_text(room, password)
+        await wait_notice(user, room, bridge.bot_mxid, "That is not an email address")
+        await wait_notice(user, room, bridge.bot_mxid, "Email address", count=2)
+        await user.send_text(room, address)
+        await wait_notice(user, room, bridge.bot_mxid, "IMAP server")
+        assert len([n for n in notices(user, room, bridge.bot_mxid) if n.startswith("Password")]) == 1
     finally:
         await bridge.stop()

@@ -11,7 +11,14 @@ from typing import Any, cast
 from aiohttp import ClientSession, TCPConnector, web
 from mautrix.api import Method, Path
 from mautrix.appservice import AppServiceAPI, IntentAPI
-from mautrix.types import JSON, EventType, RoomCreatePreset, RoomID, UserID
+from mautrix.types import (
+    JSON,
+    EventType,
+    PowerLevelStateEventContent,
+    RoomCreatePreset,
+    RoomID,
+    UserID,
+)
 from mautrix.util.async_db import Database
 
 from .. import __version__
@@ -288,6 +295,19 @@ class Bridge:
         await self.add_management_room(user, room_id)
         return room_id
 
+    async def bot_can_redact(self, room_id: str) -> bool:
+        """Whether the bot may remove other people's messages in the room (power levels)."""
+        try:
+            state = await self.bot.get_state(RoomID(room_id))
+        except Exception:
+            log.warning("Could not read the power levels of %s", room_id, exc_info=True)
+            return False
+        create = next((e for e in state if e.type == EventType.ROOM_CREATE), None)
+        levels = next((e.content for e in state if e.type == EventType.ROOM_POWER_LEVELS), None)
+        if not isinstance(levels, PowerLevelStateEventContent):
+            return create is not None and create.sender == self.bot_mxid
+        return levels.get_user_level(self.bot_mxid, create) >= levels.redact
+
     async def notify_user(self, mxid: str, text: str, html: str | None = None) -> None:
         user = await self.get_user(mxid)
         if user.level < Level.USER:
@@ -455,6 +475,13 @@ class Bridge:
         login = self.logins[login_id]
         login.row.metadata = metadata
         await self.logins_table.update(login.row)
+
+    async def matrix_display_name(self, mxid: str) -> str | None:
+        try:
+            return await self.bot.get_displayname(UserID(mxid))
+        except Exception as e:
+            log.info("No display name for %s: %s", mxid, e)
+            return None
 
     async def download_media(self, mxc: str) -> bytes:
         return await self.bot.download_media(mxc)  # type: ignore[arg-type]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+import difflib
 import logging
 import shlex
+from urllib.parse import quote
 from typing import TYPE_CHECKING
 
 from mautrix.types import RoomID, UserID
@@ -28,6 +30,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("letterbox.commands")
 
 COMMAND_PREFIX = "!lb"
+# `login key=value` keys that are secret whatever the connector calls them (redacted at once).
+_SECRET_WORDS = ("password", "secret", "token")
+
+
+def matrix_to(room_id: str) -> str:
+    """A link any Matrix client opens."""
+    return f"https://matrix.to/#/{quote(room_id, safe='')}"
 
 
 def command_text(body: str) -> str | None:
@@ -103,7 +112,13 @@ class CommandProcessor:
         name = args[0].lower()
         cmd = self.commands.get(name)
         if cmd is None:
-            await self.reply(room_id, f"Unknown command `{name}`. Send `help` for the list.")
+            # The text is not repeated: it may be a secret typed in the wrong place.
+            close = difflib.get_close_matches(name, list(self.commands), n=1)
+            text = "That is not a command I know."
+            text += f" Did you mean `{close[0]}`?" if close else ""
+            if user.login_flow and user.login_flow.room_id != room_id:
+                text += f" Your login continues in {matrix_to(user.login_flow.room_id)}."
+            await self.reply(room_id, text + " Send `help` for the list.")
             return
         if user.level < cmd.level:
             await self.reply(room_id, "You do not have permission to use that command.")
@@ -202,17 +217,30 @@ class CommandProcessor:
             return
         if evt.user.login_flow:
             await evt.user.login_flow.process.cancel()
+            evt.user.login_flow = None
         process = self.bridge.connector.create_login(evt.user.mxid)
         step = await process.start()
-        prefilled = dict(a.split("=", 1) for a in evt.args if "=" in a)
-        if any(a.startswith(("password=", "secret=", "token=")) for a in evt.args) or {
-            f.id for f in step.fields if f.secret} & prefilled.keys():
+        pairs = [a.split("=", 1) for a in evt.args if "=" in a]
+        prefilled = {k.strip().lower(): v for k, v in pairs}
+        valid = process.prefill_fields() or [f.id for f in step.fields]
+        secret_ids = {f.id for f in step.fields if f.secret}
+        if any(k in secret_ids or k in _SECRET_WORDS for k in prefilled):
             await self._redact(evt.room_id, evt.event_id)
+        loose = [a for a in evt.args if "=" not in a]
+        unknown = sorted(set(prefilled) - set(valid))
+        if loose or unknown:
+            await process.cancel()
+            what = (f"Unknown option {', '.join(f'`{k}`' for k in unknown)}." if unknown
+                    else "Options must look like `key=value`.")
+            await self.reply(evt.room_id, f"{what}\nValid options: "
+                             + ", ".join(f"`{k}=…`" for k in valid)
+                             + "\nOr send just `login` and answer the questions.")
+            return
         flow = LoginFlow(process=process, step=step, room_id=evt.room_id, prefilled=prefilled)
         flow.apply_prefilled()
         evt.user.login_flow = flow
         await self.reply(evt.room_id, step.instructions + "\nSend `cancel` to stop.")
-        await self._advance(evt.user, evt.room_id)
+        await self._advance(evt.user)
 
     async def cmd_cancel(self, evt: CommandEvent) -> None:
         if evt.user.login_flow is None:
@@ -233,42 +261,68 @@ class CommandProcessor:
         if text in ("", "-") and (field.default is not None or field.optional):
             text = field.default or ""
         flow.values[field.id] = text
-        await self._advance(user, room_id)
+        await self._advance(user)
 
-    async def _advance(self, user: User, room_id: str) -> None:
+    async def _advance(self, user: User) -> None:
         flow = user.login_flow
         assert flow is not None
         field = flow.next_field()
         if field is not None:
+            if field.secret and not await self._secret_safe_room(user, flow):
+                return
             hint = f" (send `-` for the default: {field.default})" if field.default else ""
             if field.optional and not field.default:
                 hint = " (send `-` to skip)"
-            secret = " It is redacted from this room at once." if field.secret else ""
-            await self.reply(room_id, f"{field.name}: {field.description}{hint}{secret}".strip())
+            secret = " It is removed from this room at once." if field.secret else ""
+            await self.reply(flow.room_id, f"{field.name}: {field.description}{hint}{secret}".strip())
             return
         try:
             step = await flow.process.submit(flow.values)
         except LoginFailed as e:
-            await self.reply(room_id, f"Login failed: {e.reason}")
+            await self.reply(flow.room_id, f"Login failed: {e.reason}")
             if e.retry_step:
-                # Ask again for the secrets only (what was typed in the clear stays), or for
-                # everything when the step has no secret.
-                secret_ids = {f.id for f in flow.step.fields if f.secret}
-                flow.values = {k: v for k, v in flow.values.items()
-                               if secret_ids and k not in secret_ids}
-                flow.prefilled = {}
-                await self._advance(user, room_id)
+                if e.fields:  # ask again for exactly what was wrong
+                    flow.values = {k: v for k, v in flow.values.items() if k not in e.fields}
+                    flow.prefilled = {k: v for k, v in flow.prefilled.items() if k not in e.fields}
+                else:
+                    # Ask again for the secrets only (what was typed in the clear stays), or for
+                    # everything when the step has no secret.
+                    secret_ids = {f.id for f in flow.step.fields if f.secret}
+                    flow.values = {k: v for k, v in flow.values.items()
+                                   if secret_ids and k not in secret_ids}
+                    flow.prefilled = {}
+                await self._advance(user)
             else:
                 user.login_flow = None
             return
         except Exception:
             log.exception("Login step failed for %s", user.mxid)
             user.login_flow = None
-            await self.reply(room_id, "Login failed because of an internal error (see the bridge log).")
+            await self.reply(flow.room_id, "Login failed because of an internal error (see the bridge log).")
             return
-        await self._step(user, room_id, step)
+        await self._step(user, step)
 
-    async def _step(self, user: User, room_id: str, step: LoginStep) -> None:
+    async def _secret_safe_room(self, user: User, flow: LoginFlow) -> bool:
+        """Before asking for a secret: can the bot remove it from the room? If not, move the
+        login to a new private chat the bot controls. False when the question moved."""
+        if flow.room_id in flow.redactable_rooms:
+            return True
+        if await self.bridge.bot_can_redact(flow.room_id):
+            flow.redactable_rooms.add(flow.room_id)
+            return True
+        old_room = flow.room_id
+        new_room = await self.bridge.create_management_room(user)
+        flow.room_id = new_room
+        flow.redactable_rooms.add(new_room)
+        await self.reply(old_room, (
+            "I cannot remove messages in this room, so a password sent here would stay in it.\n"
+            f"I invited you to a new private chat where I can: {matrix_to(new_room)}\n"
+            "The login continues there."))
+        await self.reply(new_room, "Your login continues here (I can remove secrets from this room).")
+        await self._advance(user)
+        return False
+
+    async def _step(self, user: User, step: LoginStep) -> None:
         flow = user.login_flow
         assert flow is not None
         if step.kind == LoginStepKind.COMPLETE:
@@ -277,15 +331,15 @@ class CommandProcessor:
             try:
                 login = await self.bridge.add_login(user, step.client)
             except PermissionError as e:
-                await self.reply(room_id, str(e))
+                await self.reply(flow.room_id, str(e))
                 return
-            await self.reply(room_id, step.instructions or f"Logged in as {login.row.remote_name}.")
+            await self.reply(flow.room_id, step.instructions or f"Logged in as {login.row.remote_name}.")
             return
         flow.step = step
         flow.values = {}
         flow.apply_prefilled()
-        await self.reply(room_id, step.instructions)
-        await self._advance(user, room_id)
+        await self.reply(flow.room_id, step.instructions)
+        await self._advance(user)
 
     async def _redact(self, room_id: str, event_id: str) -> None:
         try:

@@ -19,6 +19,8 @@ class LoginFlow:
     values: dict[str, str] = field(default_factory=dict)
     # Values given inline (`login field=value`), applied to every step that has the field.
     prefilled: dict[str, str] = field(default_factory=dict)
+    # Rooms where the bot was found able to remove messages (checked before asking a secret).
+    redactable_rooms: set[str] = field(default_factory=set)
 
     def apply_prefilled(self) -> None:
         ids = {f.id for f in self.step.fields}

@@ -49,6 +49,9 @@ class BridgeAPI(Protocol):
 
     async def download_media(self, mxc: str) -> bytes: ...
 
+    async def matrix_display_name(self, mxid: str) -> str | None:
+        """The Matrix user's display name (a default for the name the network shows)."""
+
     async def report_send_status(
         self, portal: PortalRef, event_id: str, *, delivered: bool, reason: str | None = None,
         retrying: bool = False,

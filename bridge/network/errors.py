@@ -12,11 +12,17 @@ class ConnectorError(Exception):
 
 
 class LoginFailed(ConnectorError):
-    """A login step failed; the user may retry the step (`retry_step` true) or start over."""
+    """A login step failed; the user may retry the step (`retry_step` true) or start over.
 
-    def __init__(self, reason: str, *, retry_step: bool = True) -> None:
+    `fields` names the answers that were wrong: only those are asked again. Without it, the
+    step's secrets are asked again (or all of its fields when it has no secret).
+    """
+
+    def __init__(self, reason: str, *, retry_step: bool = True,
+                 fields: tuple[str, ...] = ()) -> None:
         super().__init__(reason)
         self.retry_step = retry_step
+        self.fields = fields
 
 
 class ActionNotSupported(ConnectorError):

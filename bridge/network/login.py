@@ -47,5 +47,9 @@ class LoginProcess(ABC):
     @abstractmethod
     async def submit(self, values: dict[str, str]) -> LoginStep: ...
 
+    def prefill_fields(self) -> list[str]:
+        """Every field ID `login key=value` may fill in, over all steps. Empty: the first step's."""
+        return []
+
     async def cancel(self) -> None:  # noqa: B027 - optional hook
         """Release anything the attempt holds."""

@@ -22,6 +22,7 @@ from .imap import ImapAccount, ImapAuthFailed, ImapError
 from .imap import check_login as check_imap
 from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError
 from .outbound.smtp_submit import check_login as check_smtp
+from .login_problems import describe
 from .servers import ServerSpec, default_spec, parse_spec
 
 if TYPE_CHECKING:
@@ -51,25 +52,31 @@ class EmailLogin(LoginProcess):
             ],
         )
 
+    def prefill_fields(self) -> list[str]:
+        return ["address", "password", "name", "imap", "smtp"]
+
     async def submit(self, values: dict[str, str]) -> LoginStep:
         if "address" in values:
-            return self._credentials(values)
+            return await self._credentials(values)
         if "imap" in values:
             self.imap_spec = parse_spec("imap", values["imap"])
             self.smtp_spec = parse_spec("smtp", values["smtp"])
+            self.display_name = values.get("name", "").strip()
         elif "password" in values:  # a new password after the servers refused the old one
             self.password = values["password"]
         return await self._check_servers()
 
-    def _credentials(self, values: dict[str, str]) -> LoginStep:
+    async def _credentials(self, values: dict[str, str]) -> LoginStep:
         try:
             mailbox = parse_mailbox(values["address"])
         except InvalidAddress as e:
-            raise LoginFailed(f"That is not an email address: {e.reason}") from None
+            raise LoginFailed(f"That is not an email address: {e.reason}",
+                              fields=("address",)) from None
         if not values.get("password"):
-            raise LoginFailed("The password must not be empty.")
-        self.address, self.display_name = mailbox.addr, mailbox.name
+            raise LoginFailed("The password must not be empty.", fields=("password",))
+        self.address = mailbox.addr
         self.password = values["password"]
+        name = mailbox.name or await self.connector.bridge.matrix_display_name(self.user_mxid) or ""
         domain = mailbox.domain
         return LoginStep(
             kind=LoginStepKind.USER_INPUT,
@@ -78,6 +85,8 @@ class EmailLogin(LoginProcess):
             fields=[
                 LoginField("imap", "IMAP server", "for receiving", default=str(default_spec("imap", domain))),
                 LoginField("smtp", "SMTP server", "for sending", default=str(default_spec("smtp", domain))),
+                LoginField("name", "Your name", "shown beside your address in the mail you send",
+                           default=name or None, optional=True),
             ],
         )
 
@@ -89,28 +98,32 @@ class EmailLogin(LoginProcess):
             imap = ImapAccount(imap_spec.host, imap_spec.port, imap_spec.security, self.address,
                                self.password, cfg.ca_file, cfg.timeout)
         except ImapError as e:
-            raise LoginFailed(f"IMAP: {e.reason}") from None
+            raise LoginFailed("\n" + describe("IMAP", imap_spec, e), fields=("imap",)) from None
         smtp = SmtpAccount(smtp_spec.host, smtp_spec.port, smtp_spec.security,  # type: ignore[arg-type]
                            self.address, self.password, cfg.ca_file, cfg.timeout)
         imap_result, smtp_result = await asyncio.gather(check_imap(imap), check_smtp(smtp),
                                                         return_exceptions=True)
         problems = []
+        failed: list[str] = []
         auth_failed = False
         for kind, spec, result in (("IMAP", imap_spec, imap_result), ("SMTP", smtp_spec, smtp_result)):
             if isinstance(result, (ImapError, SmtpError)):
-                problems.append(f"{kind} ({spec}): {result.reason}")
+                problems.append(describe(kind, spec, result))
+                failed.append(kind.lower())
                 auth_failed |= isinstance(result, (ImapAuthFailed, SmtpAuthFailed))
             elif isinstance(result, BaseException):
                 raise result
         if auth_failed:
             return LoginStep(
                 kind=LoginStepKind.USER_INPUT, step_id="password",
-                instructions="Login failed: " + " ".join(problems) + "\nSend the password again.",
+                instructions="Login failed:\n" + "\n".join(problems)
+                + "\nSend the password again (or `cancel`, then `login` to use another address).",
                 fields=[LoginField("password", "Password", "your mail password or app password",
                                    secret=True)],
             )
         if problems:
-            raise LoginFailed(" ".join(problems) + " Check the server settings.")
+            raise LoginFailed("\n" + "\n".join(problems) + "\nSend the server settings again.",
+                              fields=tuple(failed))
         return self._complete(imap_spec, smtp_spec)
 
     def _complete(self, imap: ServerSpec, smtp: ServerSpec) -> LoginStep:

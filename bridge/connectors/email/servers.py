@@ -38,14 +38,15 @@ def parse_spec(kind: str, value: str) -> ServerSpec:
     parts = value.strip().split(":")
     if not parts[0] or len(parts) > 3:
         raise LoginFailed(f"{kind.upper()} server must look like host:port:security, e.g. "
-                          f"{kind}.example.org:{_DEFAULT_PORTS[(kind, 'tls')]}:tls")
+                          f"{kind}.example.org:{_DEFAULT_PORTS[(kind, 'tls')]}:tls", fields=(kind,))
     security = parts[2].lower() if len(parts) == 3 else "tls"
     if security not in SECURITY:
-        raise LoginFailed(f"{kind.upper()} security must be one of tls, starttls, plain")
+        raise LoginFailed(f"{kind.upper()} security must be one of tls, starttls, plain",
+                          fields=(kind,))
     try:
         port = int(parts[1]) if len(parts) >= 2 else _DEFAULT_PORTS[(kind, security)]
     except ValueError:
-        raise LoginFailed(f"{kind.upper()} port must be a number") from None
+        raise LoginFailed(f"{kind.upper()} port must be a number", fields=(kind,)) from None
     if not 0 < port < 65536:
-        raise LoginFailed(f"{kind.upper()} port must be between 1 and 65535")
+        raise LoginFailed(f"{kind.upper()} port must be between 1 and 65535", fields=(kind,))
     return ServerSpec(parts[0], port, security)
