@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import difflib
 import logging
 import shlex
-from urllib.parse import quote
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from mautrix.types import RoomID, UserID
 

@@ -20,9 +20,9 @@ from ...network import (
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .imap import ImapAccount, ImapAuthFailed, ImapError
 from .imap import check_login as check_imap
+from .login_problems import describe
 from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError
 from .outbound.smtp_submit import check_login as check_smtp
-from .login_problems import describe
 from .servers import ServerSpec, default_spec, parse_spec
 
 if TYPE_CHECKING:
