@@ -461,6 +461,33 @@ async def test_read_receipt_redaction_and_edit(
     assert len([m for m in await mails_in(mail_stack, bob) if for_event(sent)(m)]) == 1
 
 
+async def test_read_receipt_marks_everything_up_to_it_read(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack,
+    mailbox: tuple[str, str], people: People,
+) -> None:
+    user = await matrix_user()
+    me, bob, carol = mailbox[0], people.bob, people.carol
+    await logged_in(email_bridge, user, mail_stack, mailbox)
+    now = datetime.now(UTC)
+    dm, _, first = await receive_first_mail(user, mail_stack, me, bob, "Monday", "See you Monday",
+                                            date=now - timedelta(minutes=3))
+    elsewhere, _, other = await receive_first_mail(user, mail_stack, me, carol, "Elsewhere",
+                                                   "Another room", date=now - timedelta(minutes=2))
+    second = mail(bob, [me], "Tuesday", "And Tuesday?", date=now - timedelta(minutes=1))
+    mail_stack.deliver(second.as_bytes(), [me], bob)
+    read = await user.wait_for_event(dm, by_body("And Tuesday?"))
+    third = mail(bob, [me], "Wednesday", "Wednesday too", date=now)
+    mail_stack.deliver(third.as_bytes(), [me], bob)
+    await user.wait_for_event(dm, by_body("Wednesday too"))
+
+    await user.request("POST", f"/rooms/{quote(dm)}/receipt/m.read/{quote(read['event_id'])}", {})
+    # One UID STORE sets every flag: once the first mail is seen, the others are settled too.
+    await wait_for_mail(mail_stack, me, lambda m: m.message_id == first["Message-ID"] and "\\Seen" in m.flags)
+    seen = {m.message_id: "\\Seen" in m.flags for m in await mails_in(mail_stack, me)}
+    assert seen == {first["Message-ID"]: True, second["Message-ID"]: True,
+                    third["Message-ID"]: False, other["Message-ID"]: False}
+
+
 async def test_limits_give_clear_notices(
     email_bridge_with: Callable[..., Awaitable[Bridge]], mail_stack: MailStack, matrix_user: MakeUser,
     mailbox: tuple[str, str], people: People,

@@ -92,24 +92,17 @@ async def test_find_uid_by_message_id_is_exact(ops: ImapOps, mail_stack: MailSta
     assert await ops.find_uid_by_message_id("INBOX", "<missing@test.local>") is None
 
 
-async def test_set_seen(ops: ImapOps, mail_stack: MailStack) -> None:
-    await asyncio.to_thread(
-        _imap, mail_stack, ("append", "INBOX", "", None, mail("<unread@test.local>"))
-    )
-    uid = await ops.find_uid_by_message_id("INBOX", "<unread@test.local>")
-    assert uid is not None
-    ((_, status),) = await asyncio.to_thread(
-        _imap, mail_stack, ("status", "INBOX", "(UIDVALIDITY)")
-    )
-    found = re.search(rb"UIDVALIDITY (\d+)", status[0])  # type: ignore[arg-type]
-    assert found is not None
-    uidvalidity = int(found.group(1))
-
-    assert await ops.set_seen("INBOX", uid, uidvalidity=uidvalidity + 1) is False
-    assert await _flags(mail_stack, uid) == ""
-    assert await ops.set_seen("INBOX", uid, uidvalidity=uidvalidity) is True
-    assert "\\Seen" in await _flags(mail_stack, uid)
-    assert await ops.set_seen("INBOX", uid) is True  # idempotent
+async def test_set_seen_stores_only_what_is_unseen(ops: ImapOps, mail_stack: MailStack) -> None:
+    raws = [mail(f"<unread-{n}@test.local>") for n in range(4)]
+    await asyncio.to_thread(_imap, mail_stack, *[("append", "INBOX", "", None, r) for r in raws])
+    uids = [await ops.find_uid_by_message_id("INBOX", f"<unread-{n}@test.local>") for n in range(4)]
+    assert None not in uids
+    first, second, third, fourth = (u for u in uids if u is not None)
+    assert await ops.set_seen({"INBOX": [first]}) == 1
+    gone = fourth + 100  # a UID no longer (or never) in the folder is ignored
+    assert await ops.set_seen({"INBOX": [first, second, third, gone], "Sent": []}) == 2
+    assert ["\\Seen" in await _flags(mail_stack, uid) for uid in uids] == [True, True, True, False]
+    assert await ops.set_seen({"INBOX": [first, second]}) == 0  # idempotent
 
 
 async def _flags(stack: MailStack, uid: int) -> str:

@@ -193,13 +193,18 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         await self.handle_matrix_message(msg)
 
     async def handle_matrix_read_receipt(self, receipt: MatrixReadReceipt) -> None:
+        """Everything in the room up to the mail read is read (by the mails' dates)."""
         row = await self.mail_index.get(self.login.login_id, receipt.target)
-        if row is None or row.folder is None or row.uid is None:
+        if row is None:
+            return
+        places = await self.mail_index.places_up_to(self.login.login_id, receipt.portal.portal_id,
+                                                    row.sent_at)
+        if not places:
             return
         try:
-            await ImapOps(self.imap_account()).set_seen(row.folder, row.uid)
+            await ImapOps(self.imap_account()).set_seen(places)
         except ImapError as e:
-            log.warning("Could not mark %s as read: %s", receipt.target, e.reason)
+            log.warning("Could not mark the mail up to %s as read: %s", receipt.target, e.reason)
 
     async def resolve_identifier(self, identifier: str) -> tuple[PortalID, NetworkUserID, ChatInfo]:
         try:

@@ -73,3 +73,15 @@ class MailIndexTable:
             if row:
                 return str(row["portal_id"])
         return None
+
+    async def places_up_to(self, login_id: str, portal_id: str, sent_at: int) -> dict[str, list[int]]:
+        """Folder -> UIDs of the room's mails sent at or before `sent_at` (those with a place)."""
+        rows = await self.db.fetch(
+            """SELECT folder, uid FROM email_mail WHERE login_id=$1 AND portal_id=$2 AND sent_at<=$3
+                AND folder IS NOT NULL AND uid IS NOT NULL""",
+            login_id, portal_id, sent_at,
+        )
+        places: dict[str, list[int]] = {}
+        for row in rows:
+            places.setdefault(row["folder"], []).append(row["uid"])
+        return places

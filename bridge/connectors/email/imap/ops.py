@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,19 +55,21 @@ class ImapOps:
             raise
         await conn.close()
 
-    async def set_seen(self, folder: str, uid: int, *, uidvalidity: int | None = None) -> bool:
-        """Add \\Seen to one message (a no-op on the server if it is gone).
-
-        With `uidvalidity`, nothing is changed when the folder's UIDVALIDITY differs (the UID
-        would name another message). Returns whether the flag was stored.
+    async def set_seen(self, uids_by_folder: Mapping[str, Collection[int]]) -> int:
+        """Add \\Seen to those of the given messages that lack it: in one session, at most one
+        UID STORE per folder. UIDs no longer in a folder are ignored. Returns how many were unseen.
         """
+        marked = 0
         async with self._session() as conn:
-            status = await conn.select(folder)
-            if uidvalidity is not None and status.uidvalidity != uidvalidity:
-                log.info("not marking %s UID %d seen: UIDVALIDITY changed", folder, uid)
-                return False
-            await conn.uid_store([uid], "+FLAGS.SILENT", ["\\Seen"])
-        return True
+            for folder, uids in uids_by_folder.items():
+                if not uids:
+                    continue
+                await conn.select(folder)
+                unseen = set(uids) & set(await conn.uid_search("UNSEEN"))
+                if unseen:
+                    await conn.uid_store(unseen, "+FLAGS.SILENT", ["\\Seen"])
+                    marked += len(unseen)
+        return marked
 
     async def find_uid_by_message_id(self, folder: str, message_id: str) -> int | None:
         """UID of the (lowest-UID) message in `folder` whose Message-ID equals `message_id`."""
