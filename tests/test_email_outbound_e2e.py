@@ -471,8 +471,8 @@ async def test_read_receipt_marks_everything_up_to_it_read(
     now = datetime.now(UTC)
     dm, _, first = await receive_first_mail(user, mail_stack, me, bob, "Monday", "See you Monday",
                                             date=now - timedelta(minutes=3))
-    elsewhere, _, other = await receive_first_mail(user, mail_stack, me, carol, "Elsewhere",
-                                                   "Another room", date=now - timedelta(minutes=2))
+    _, _, other = await receive_first_mail(user, mail_stack, me, carol, "Elsewhere",
+                                           "Another room", date=now - timedelta(minutes=2))
     second = mail(bob, [me], "Tuesday", "And Tuesday?", date=now - timedelta(minutes=1))
     mail_stack.deliver(second.as_bytes(), [me], bob)
     read = await user.wait_for_event(dm, by_body("And Tuesday?"))
