@@ -100,7 +100,7 @@ async def test_start_chat_and_commands(bridge: Bridge, matrix_user: MakeUser) ->
     await user.send_text(room, "version")
     await wait_notice(user, room, bridge.bot_mxid, "Letterbox 0.1.0")
     await user.send_text(room, "start-chat carol")
-    await wait_notice(user, room, bridge.bot_mxid, "You need a login first")
+    await wait_notice(user, room, bridge.bot_mxid, "You have no login yet")
     await log_in(bridge, user, room, "starter")
     await user.send_text(room, "start-chat carol")
     await wait_notice(user, room, bridge.bot_mxid, "Created a chat with carol")

@@ -16,6 +16,7 @@ from ..network import (
     ChatInfo,
     ChatMember,
     ConnectorError,
+    DisplayNameHandler,
     LoginFailed,
     LoginStep,
     LoginStepKind,
@@ -26,6 +27,8 @@ from .user import LoginFlow, User
 
 if TYPE_CHECKING:
     from .bridge import Bridge
+    from .portal import Portal
+    from .user_login import UserLogin
 
 log = logging.getLogger("letterbox.commands")
 
@@ -63,6 +66,8 @@ class CommandEvent:
     event_id: str
     args: list[str]
     management: bool
+    # The portal the command was sent in (`!lb <command>` in a chat), if any.
+    portal: Portal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,9 @@ class CommandProcessor:
             Command("cancel", self.cmd_cancel, "Cancel a login in progress.", management_only=True),
             Command("logout", self.cmd_logout, "Log out of a remote account.", "logout <login>"),
             Command("list-logins", self.cmd_list_logins, "List your remote accounts and their state."),
+            Command("set-name", self.cmd_set_name,
+                    "Set the name shown beside your address to the people you write to.",
+                    "set-name <name> [--login <login>]"),
             Command("start-chat", self.cmd_start_chat, "Open a chat with a remote identifier.",
                     "start-chat <identifier> [--login <login>]"),
         ):
@@ -97,7 +105,8 @@ class CommandProcessor:
     async def reply(self, room_id: str, text: str) -> None:
         await self.bridge.bot.send_notice(RoomID(room_id), text)
 
-    async def handle(self, user: User, room_id: str, event_id: str, text: str, *, management: bool) -> None:
+    async def handle(self, user: User, room_id: str, event_id: str, text: str, *, management: bool,
+                     portal: Portal | None = None) -> None:
         if user.login_flow and management and user.login_flow.room_id == room_id:
             stripped = text.strip()
             if stripped.lower() not in ("cancel", "help"):
@@ -127,7 +136,7 @@ class CommandProcessor:
             await self.reply(room_id, f"`{name}` only works in a private chat with me (your management room).")
             return
         try:
-            await cmd.handler(CommandEvent(user, RoomID(room_id), event_id, args[1:], management))
+            await cmd.handler(CommandEvent(user, RoomID(room_id), event_id, args[1:], management, portal))
         except ConnectorError as e:
             await self.reply(room_id, f"{name} failed: {e.reason}")
         except Exception:
@@ -177,22 +186,55 @@ class CommandProcessor:
         await self.bridge.remove_login(login)
         await self.reply(evt.room_id, f"Logged out of {login.row.remote_name}.")
 
+    async def chosen_login(self, evt: CommandEvent) -> tuple[UserLogin | None, list[str]]:
+        """The login a command is about: `--login <login>`, else the chat's, else the only one.
+        None (after telling the user why) when that is not clear."""
+        args = list(evt.args)
+        logins = self.bridge.logins_of(evt.user.mxid)
+        if "--login" in args:
+            idx = args.index("--login")
+            wanted = args[idx + 1] if idx + 1 < len(args) else ""
+            del args[idx:idx + 2]
+            found = [lg for lg in logins if wanted in (lg.id, lg.row.remote_name)]
+            if not found:
+                await self.reply(evt.room_id, f"You have no login `{wanted}` (see `list-logins`).")
+                return None, args
+            return found[0], args
+        if evt.portal is not None and evt.portal.login.row.user_mxid == evt.user.mxid:
+            return evt.portal.login, args
+        if not logins:
+            await self.reply(evt.room_id, "You have no login yet: send `login` to me first.")
+            return None, args
+        if len(logins) > 1:
+            await self.reply(evt.room_id, "You have several logins: add `--login <address>` "
+                                          "(see `list-logins`).")
+            return None, args
+        return logins[0], args
+
+    async def cmd_set_name(self, evt: CommandEvent) -> None:
+        login, args = await self.chosen_login(evt)
+        if login is None:
+            return
+        if not args:
+            await self.reply(evt.room_id, "Usage: `set-name <name> [--login <login>]`")
+            return
+        namer = login.capability(DisplayNameHandler)
+        if namer is None:
+            await self.reply(evt.room_id, f"{login.row.remote_name} cannot change its name here "
+                                          "(not connected, or the network does not support it).")
+            return
+        name = " ".join(args)
+        shown = await namer.set_display_name(name)
+        await self.reply(evt.room_id, f"{login.row.remote_name} now sends as: {shown}")
+
     async def cmd_start_chat(self, evt: CommandEvent) -> None:
-        if not evt.args:
+        login, args = await self.chosen_login(evt)
+        if login is None:
+            return
+        if not args:
             await self.reply(evt.room_id, "Usage: `start-chat <identifier> [--login <login>]`")
             return
-        logins = self.bridge.logins_of(evt.user.mxid)
-        if "--login" in evt.args:
-            idx = evt.args.index("--login")
-            wanted = evt.args[idx + 1] if idx + 1 < len(evt.args) else ""
-            logins = [lg for lg in logins if lg.id == wanted or lg.row.remote_name == wanted]
-        if not logins:
-            await self.reply(evt.room_id, "You need a login first (send `login`).")
-            return
-        if len(logins) > 1:
-            await self.reply(evt.room_id, "You have several logins; add `--login <login>`.")
-            return
-        login = logins[0]
+        evt.args = args
         resolver = login.capability(StartChatHandler)
         if resolver is None:
             await self.reply(evt.room_id, "This network does not support starting chats.")

@@ -110,10 +110,11 @@ class MatrixHandler:
             await self.commands.handle(user, room_id, event_id, body if command is None else command,
                                        management=True)
             return
-        if command is not None:  # a command is never sent to the network, in any room
-            await self.commands.handle(user, room_id, event_id, command, management=False)
-            return
         portal = await self.bridge.portal_by_room(room_id)
+        if command is not None:  # a command is never sent to the network, in any room
+            await self.commands.handle(user, room_id, event_id, command, management=False,
+                                       portal=portal)
+            return
         if portal is None:
             retired = await self.bridge.retired_portals.get(room_id)
             if retired is not None and retired.user_mxid == user.mxid:

@@ -8,6 +8,7 @@ interfaces the core probes with `isinstance`.
 from __future__ import annotations
 
 from .capabilities import (
+    DisplayNameHandler,
     EditHandler,
     ReactionHandler,
     ReadReceiptHandler,
@@ -53,6 +54,7 @@ __all__ = [
     "ChatMember",
     "ConfigError",
     "ConnectorError",
+    "DisplayNameHandler",
     "EditHandler",
     "LoginAPI",
     "LoginFailed",

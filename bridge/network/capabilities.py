@@ -39,3 +39,11 @@ class StartChatHandler(ABC):
     async def resolve_identifier(
         self, identifier: str
     ) -> tuple[PortalID, NetworkUserID, ChatInfo]: ...
+
+
+class DisplayNameHandler(ABC):
+    """`set-name`: the name the network shows beside the user's remote identifier."""
+
+    @abstractmethod
+    async def set_display_name(self, name: str) -> str:
+        """Store the new name; returns it as the network will show it."""

@@ -12,6 +12,7 @@ from ...network import (
     ChatInfo,
     ChatMember,
     ConnectorError,
+    DisplayNameHandler,
     EditHandler,
     LoginAPI,
     LoginState,
@@ -33,7 +34,8 @@ from ...network import (
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
 from .imap import Backfill, ImapAccount, ImapError, ImapOps, ImapSync, SyncState
-from .outbound import event_id_hash_from_message_id
+from .outbound import clean_display_name, event_id_hash_from_message_id
+from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount
 from .outbox import Outbox
 from .receive import InboundPipeline
@@ -48,7 +50,7 @@ log = logging.getLogger("letterbox.email.client")
 
 
 class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandler,
-                  RedactionHandler, ReactionHandler):
+                  RedactionHandler, ReactionHandler, DisplayNameHandler):
     def __init__(self, connector: EmailConnector, login: LoginAPI) -> None:
         self.connector = connector
         self.login = login
@@ -205,6 +207,17 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             await ImapOps(self.imap_account()).set_seen(places)
         except ImapError as e:
             log.warning("Could not mark the mail up to %s as read: %s", receipt.target, e.reason)
+
+    async def set_display_name(self, name: str) -> str:
+        try:
+            cleaned = clean_display_name(name, "name")
+        except ComposeError as e:
+            raise ConnectorError(f"That name cannot be used: {e.reason}") from None
+        self.display_name = cleaned
+        metadata = {**self.login.metadata, "display_name": cleaned}
+        self.login.metadata = metadata
+        await self.bridge.save_login_metadata(self.login.login_id, metadata)
+        return f"{cleaned} <{self.address}>" if cleaned else self.address
 
     async def resolve_identifier(self, identifier: str) -> tuple[PortalID, NetworkUserID, ChatInfo]:
         try:

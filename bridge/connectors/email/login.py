@@ -21,6 +21,8 @@ from .addresses import InvalidAddress, address_key, parse_mailbox
 from .imap import ImapAccount, ImapAuthFailed, ImapError
 from .imap import check_login as check_imap
 from .login_problems import describe
+from .outbound import clean_display_name
+from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError
 from .outbound.smtp_submit import check_login as check_smtp
 from .servers import ServerSpec, default_spec, parse_spec
@@ -61,7 +63,10 @@ class EmailLogin(LoginProcess):
         if "imap" in values:
             self.imap_spec = parse_spec("imap", values["imap"])
             self.smtp_spec = parse_spec("smtp", values["smtp"])
-            self.display_name = values.get("name", "").strip()
+            try:
+                self.display_name = clean_display_name(values.get("name", ""), "name")
+            except ComposeError as e:
+                raise LoginFailed(f"That name cannot be used: {e.reason}", fields=("name",)) from None
         elif "password" in values:  # a new password after the servers refused the old one
             self.password = values["password"]
         return await self._check_servers()
