@@ -107,6 +107,9 @@ presence:
   enabled: false
 url_preview_enabled: false
 app_service_config_files:{regs}
+experimental_features:
+  msc2409_to_device_messages_enabled: true
+  msc3202_transaction_extensions: true
 {rate_limits}
 rc_login:
   address: {_RATE}

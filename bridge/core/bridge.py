@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from aiohttp import ClientSession, TCPConnector, web
 from mautrix.api import Method, Path
-from mautrix.appservice import AppServiceAPI, IntentAPI
+from mautrix.appservice import IntentAPI
 from mautrix.types import (
     JSON,
     EventType,
@@ -49,7 +49,10 @@ from ..network import (
     RemoteEvent,
     UserLoginID,
 )
+from .appservice_api import BridgeAppServiceAPI
 from .config import Config
+from .encrypted_events import EncryptedEventGate
+from .encryption import CryptoExtras, Encryption, EncryptionUnavailable
 from .ghost import Ghosts
 from .intake import Intake
 from .permissions import Level, level_for
@@ -109,7 +112,7 @@ class Bridge:
         self.permissions: dict[str, str] = dict(config["bridge.permissions"])
         self.bot_mxid = UserID(f"@{config['appservice.bot_username']}:{self.domain}")
         self._session: ClientSession | None = None
-        self.az: AppServiceAPI | None = None
+        self.az: BridgeAppServiceAPI | None = None
         self._bot: IntentAPI | None = None
         self.ghosts: Ghosts
         self.users: dict[str, User] = {}
@@ -118,12 +121,31 @@ class Bridge:
         self._portal_lock = asyncio.Lock()
         self.processor = InboxProcessor(self.inbox, self._handle_matrix_event, give_up=self._matrix_event_given_up)
         self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self.processor.wake)
+        self.encryption: Encryption | None = None
+        if config["encryption.allow"]:
+            self.encryption = Encryption(
+                database_url=url, db_args=connector_db_args, bot_mxid=self.bot_mxid,
+                homeserver=str(config["homeserver.address"]),
+                as_token=str(config["appservice.as_token"]),
+                secrets_key=str(config["bridge.secrets.key"]),
+                msc4190=bool(config["encryption.msc4190"]),
+                allow_key_sharing=bool(config["encryption.allow_key_sharing"]),
+                decrypt_timeout=float(config["encryption.decrypt_timeout"]),
+                rotation_period_ms=int(config["encryption.rotation.period_ms"]),
+                rotation_messages=int(config["encryption.rotation.messages"]),
+                bot=lambda: self.bot, is_bridge_puppet=self.is_bridge_puppet,
+                shared_rooms=self._rooms_shared_with,
+            )
+        self.encrypt_new_rooms = bool(config["encryption.allow"] and config["encryption.default"])
         self._runner: web.AppRunner | None = None
         self.creators_listed_in_power_levels = True
         self._tasks: set[asyncio.Task[Any]] = set()
         from .matrix_handler import MatrixHandler  # late: it needs the Bridge type only
 
         self.matrix = MatrixHandler(self)
+        # Encrypted events are decrypted (or answered) before the handler sees them.
+        self.gate = EncryptedEventGate(None, lambda: self.bot, self.is_bridge_puppet,
+                                       self.matrix.handle)
         self.version = __version__
 
     # ---------------------------------------------------------------- lifecycle
@@ -150,7 +172,7 @@ class Bridge:
         ca_file = self.config.get("homeserver.ca_file", None)
         ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
         self._session = ClientSession(connector=TCPConnector(ssl=ctx))
-        self.az = AppServiceAPI(
+        self.az = BridgeAppServiceAPI(
             base_url=self.config["homeserver.address"],
             bot_mxid=self.bot_mxid,
             token=self.config["appservice.as_token"],
@@ -169,10 +191,62 @@ class Bridge:
         log.info("Appservice API listening on %s:%s", self.config["appservice.hostname"],
                  self.config["appservice.port"])
         await self._init_bot()
+        await self._start_encryption()
         await self.connector.start(self, dict(self.config[f"network.{self.connector.name}"]))
         for row in await self.logins_table.all():
             await self._load_login(row, connect=True)
         self.processor.start()
+        if self.encryption is not None:
+            self._tasks.add(self.encryption.probe_delivery(self._probe_result))
+
+    async def _start_encryption(self) -> None:
+        enc = self.encryption
+        if enc is None:
+            log.info("Encryption is turned off (encryption.allow); encrypted rooms get a notice")
+            return
+        assert self._session is not None and self.az is not None
+        try:
+            await enc.start(self.db, self._session)
+        except EncryptionUnavailable as e:
+            log.error("Encryption is unavailable, running without it: %s", e)
+            self.encryption = None
+            self.encrypt_new_rooms = False
+            return
+        self.az.set_encryption(enc)
+        self.gate.encryption = enc
+
+        async def extras(body: dict[str, Any]) -> None:
+            await enc.handle_transaction(CryptoExtras.from_transaction(body))
+
+        self.intake.extras_handler = extras
+
+    def _probe_result(self, problem: str | None) -> None:
+        if problem:
+            log.error("Encryption will not work: %s", problem)
+        else:
+            log.info("The homeserver delivers to-device events and key counts to the bridge")
+
+    async def _rooms_shared_with(self, user_id: UserID) -> list[RoomID]:
+        """The bridge's rooms `user_id` is in: their management room and their portals."""
+        rooms = [RoomID(r) for r in await self.management_rooms.for_user(user_id)]
+        for login in self.logins_of(user_id):
+            rows = await self.portals_table.for_receiver(login.id)
+            rooms += [RoomID(r.mxid) for r in rows if r.mxid]
+        return rooms
+
+    def encryption_state(self) -> list[dict[str, Any]]:
+        """Initial state for a room the bridge creates: `m.room.encryption` when configured."""
+        if not self.encrypt_new_rooms or self.encryption is None:
+            return []
+        return [{"type": "m.room.encryption", "state_key": "",
+                 "content": self.encryption.rotation.serialize()}]
+
+    def room_created(self, room_id: RoomID, initial_state: list[dict[str, Any]]) -> None:
+        if self.encryption is None:
+            return
+        content = next((e["content"] for e in initial_state if e["type"] == "m.room.encryption"),
+                       None)
+        self.encryption.rooms.remember(room_id, content)
 
     async def _init_bot(self) -> None:
         for attempt in range(30):
@@ -211,6 +285,8 @@ class Bridge:
         for portal in self.portals.values():
             await portal.stop()
         await self.connector.stop()
+        if self.encryption is not None:
+            await self.encryption.stop()
         await self._release()
 
     async def _release(self) -> None:
@@ -237,11 +313,11 @@ class Bridge:
             log.error("Background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _handle_matrix_event(self, event: dict[str, Any]) -> None:
-        await self.matrix.handle(event)
+        await self.gate.handle(event)
 
     async def _matrix_event_given_up(self, event: dict[str, Any], exc: BaseException) -> None:
         """A user's message that failed every attempt: its sender sees that, not silence."""
-        if event.get("type") not in ("m.room.message", "m.sticker") or self.is_bridge_puppet(
+        if event.get("type") not in ("m.room.message", "m.sticker", "m.room.encrypted") or self.is_bridge_puppet(
                 str(event.get("sender", ""))) or not event.get("room_id") or not event.get("event_id"):
             return
         await self.send_status(RoomID(event["room_id"]), event["event_id"], delivered=False, reason=(
@@ -288,10 +364,13 @@ class Bridge:
 
     async def create_management_room(self, user: User) -> str:
         """A private chat the bot created (and so controls: it can remove secrets there)."""
+        state = self.encryption_state()
         room_id = await self.bot.create_room(
             name=self.config.get("appservice.bot_displayname", "Letterbox"),
             is_direct=True, invitees=[UserID(user.mxid)], preset=RoomCreatePreset.TRUSTED_PRIVATE,
+            initial_state=state,
         )
+        self.room_created(room_id, state)
         await self.add_management_room(user, room_id)
         return room_id
 

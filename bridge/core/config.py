@@ -159,6 +159,14 @@ class Config(RecursiveDict[CommentedMap]):
                 raise ValueError
         except ValueError:
             raise ConfigError("bridge.secrets.key", "must be base64 of 32 bytes") from None
+        for key in ("encryption.allow", "encryption.default", "encryption.msc4190",
+                    "encryption.allow_key_sharing"):
+            self.require(key, bool)
+        if self.require("encryption.decrypt_timeout", (int, float)) < 0:
+            raise ConfigError("encryption.decrypt_timeout", "must not be negative")
+        for key in ("encryption.rotation.period_ms", "encryption.rotation.messages"):
+            if self.require(key, int) <= 0:
+                raise ConfigError(key, "must be a positive number")
         if not isinstance(self.get(f"network.{connector_name}", None), dict):
             raise ConfigError(f"network.{connector_name}", "missing connector section")
 

@@ -22,6 +22,10 @@ log = logging.getLogger("letterbox.intake")
 
 PREFIX = "/_matrix/app/v1"
 
+# Receives each transaction's body before its events are stored: to-device events, device-list
+# changes and one-time-key counts (MSC2409/MSC3202) go to the crypto layer this way.
+ExtrasHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
 
 def _error(status: int, errcode: str, message: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": message}, status=status)
@@ -47,6 +51,7 @@ class Intake:
         self.app.router.add_get(PREFIX + "/users/{user_id}", self._not_found)
         self.app.router.add_get(PREFIX + "/rooms/{alias}", self._not_found)
         self.pings = 0
+        self.extras_handler: ExtrasHandler | None = None
 
     @web.middleware
     async def _auth_middleware(
@@ -79,6 +84,13 @@ class Intake:
             return _error(400, "M_NOT_JSON", "Body is not JSON")
         if not isinstance(body, dict):
             return _error(400, "M_BAD_JSON", "Body must be an object")
+        if self.extras_handler is not None:
+            # Before the events are stored: a room key that arrives with the message it opens
+            # is in the crypto store by the time the processor decrypts the message.
+            try:
+                await self.extras_handler(body)
+            except Exception:
+                log.exception("Could not hand the encryption data of transaction %s on", txn_id)
         events = [e for e in body.get("events", []) if isinstance(e, dict)]
         ephemeral = body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []
         for index, edu in enumerate(e for e in ephemeral if isinstance(e, dict)):

@@ -295,6 +295,7 @@ class Portal:
                 {"type": "m.space.parent", "state_key": space,
                  "content": {"via": [bridge.domain], "canonical": True}}
             )
+        initial_state += bridge.encryption_state()
         users = {bot_mxid: 100, self.login.row.user_mxid: 50}
         if bridge.creators_listed_in_power_levels:
             users[creator.mxid] = 100
@@ -313,6 +314,7 @@ class Portal:
             initial_state=initial_state,
             power_level_override=power,
         )
+        bridge.room_created(room_id, initial_state)
         log.info("Created room %s for portal %s of %s (ghosts %s)", room_id, self.row.id,
                  self.login.id, ghost_ids)
         for intent in [bridge.bot, *ghost_intents]:

@@ -25,6 +25,10 @@ def build_registration(config: Config) -> dict[str, Any]:
         "rate_limited": False,
         "receive_ephemeral": True,
         "de.sorunome.msc2409.push_ephemeral": True,
+        # To-device events, device-list changes and one-time-key counts in transactions.
+        "org.matrix.msc3202": True,
+        # The bot's device is created with PUT /devices (MSC4190) instead of an appservice login.
+        "io.element.msc4190": bool(config.get("encryption.msc4190", True)),
         "namespaces": {
             "users": [
                 {

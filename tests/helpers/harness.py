@@ -52,6 +52,9 @@ class BridgeSetup:
         config["appservice.port"] = port
         config["appservice.address"] = f"http://127.0.0.1:{port}"
         config["bridge.permissions"] = permissions
+        # Plaintext rooms unless a test asks for encryption (config_for(core=ENCRYPTED)): the
+        # bot still has its device, so encrypted rooms users create are read and answered.
+        config["encryption.default"] = False
         for key, value in (overrides or {}).items():
             config[key] = value
         config.save()
@@ -60,7 +63,8 @@ class BridgeSetup:
         generate(Args, load_connector(connector))  # type: ignore[arg-type]
         return cls(workdir, template, registration, connector, port)
 
-    def config_for(self, name: str, *, hs_url: str, db_url: str, network: dict[str, Any] | None = None) -> Path:
+    def config_for(self, name: str, *, hs_url: str, db_url: str, network: dict[str, Any] | None = None,
+                   core: dict[str, Any] | None = None) -> Path:
         path = self.workdir / f"{name}.yaml"
         shutil.copy(self.template, path)
         config = _load_raw(path, self.connector)
@@ -69,6 +73,8 @@ class BridgeSetup:
         connector = load_connector(self.connector)
         for key, value in (network or {}).items():
             config[f"network.{connector.name}.{key}"] = value
+        for key, value in (core or {}).items():
+            config[key] = value
         config.save()
         return path
 

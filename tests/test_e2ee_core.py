@@ -1,0 +1,157 @@
+"""End-to-bridge encryption in the core, against the real Synapse, with matrix-nio (vodozemac) as
+the user's client: the bot's device, encrypted management rooms, undecryptable events, and
+encryption turned off. Both database backends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+import uuid
+
+from nio import RoomMessage
+import pytest
+
+from bridge.core.bridge import Bridge
+from devstack.e2ee_client import ENCRYPTION_STATE, E2EEUser
+from devstack.matrix_client import MatrixTestClient
+from devstack.stack import Synapse
+from tests.helpers.harness import BridgeSetup, start_bridge
+from tests.helpers.loopback_connector import PASSWORD
+
+pytestmark = pytest.mark.servers
+
+FAST = {"encryption.decrypt_timeout": 1}
+MakeE2EEUser = Callable[[], Awaitable[E2EEUser]]
+
+
+@pytest.fixture
+def e2ee_config(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
+                tmp_path: Path) -> Path:
+    return bridge_setups["loopback"].config_for(tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
+                                                core={"encryption.default": True, **FAST})
+
+
+@pytest.fixture
+async def e2ee_user(synapse: Synapse, tmp_path: Path) -> AsyncIterator[MakeE2EEUser]:
+    users: list[E2EEUser] = []
+
+    async def make() -> E2EEUser:
+        name = f"nio{uuid.uuid4().hex[:8]}"
+        user_id, _ = synapse.register_user(name, "pass-" + name)
+        user = E2EEUser(synapse.hs_url, user_id, tmp_path / name)
+        await user.login("pass-" + name)
+        users.append(user)
+        return user
+
+    yield make
+    for user in users:
+        await user.close()
+
+
+async def encrypted_management_room(bridge: Bridge, user: E2EEUser) -> str:
+    room = await user.create_encrypted_dm(bridge.bot_mxid)
+    await user.wait_notice(room, bridge.bot_mxid, "Send `help`")
+    return room
+
+
+async def test_bot_device_keys_are_published_and_kept_across_restarts(e2ee_config: Path) -> None:
+    bridge = await start_bridge(e2ee_config)
+    try:
+        assert bridge.encryption is not None
+        device, identity = bridge.encryption.device_id, bridge.encryption.machine.account.identity_key
+        assert bridge.encryption.client is not None
+        keys = await bridge.encryption.client.query_keys([bridge.bot_mxid])
+        published = keys.device_keys[bridge.bot_mxid][device]
+        assert published.curve25519 == identity
+    finally:
+        await bridge.stop()
+    again = await start_bridge(e2ee_config)
+    try:
+        assert again.encryption is not None
+        assert again.encryption.device_id == device
+        assert again.encryption.machine.account.identity_key == identity
+    finally:
+        await again.stop()
+
+
+async def test_commands_in_an_encrypted_dm_are_answered_encrypted(
+    e2ee_config: Path, e2ee_user: MakeE2EEUser
+) -> None:
+    bridge = await start_bridge(e2ee_config)
+    try:
+        user = await e2ee_user()
+        room = await encrypted_management_room(bridge, user)
+        await user.send_text(room, "ping")
+        await user.wait_notice(room, bridge.bot_mxid, "Pong!")
+        from_bot = [e for e in user.events[room]
+                    if e.sender == bridge.bot_mxid and isinstance(e, RoomMessage)]
+        assert from_bot and all(e.decrypted for e in from_bot), "the bot wrote in the clear"
+    finally:
+        await bridge.stop()
+
+
+async def test_login_in_an_encrypted_dm_removes_the_password(
+    e2ee_config: Path, e2ee_user: MakeE2EEUser
+) -> None:
+    bridge = await start_bridge(e2ee_config)
+    try:
+        user = await e2ee_user()
+        room = await encrypted_management_room(bridge, user)
+        await user.send_text(room, "login")
+        await user.wait_notice(room, bridge.bot_mxid, "Username")
+        await user.send_text(room, "tester")
+        await user.wait_notice(room, bridge.bot_mxid, "Password")
+        secret = await user.send_text(room, PASSWORD)
+        await user.wait_notice(room, bridge.bot_mxid, "Logged in to loopback as tester")
+        event = await user.client.room_get_event(room, secret)
+        assert event.event.source["content"] == {}, event.event.source  # type: ignore[union-attr]
+    finally:
+        await bridge.stop()
+
+
+async def test_an_undecryptable_message_gets_a_notice_and_a_failed_status(
+    e2ee_config: Path, e2ee_user: MakeE2EEUser, matrix_user: Callable[..., Awaitable[MatrixTestClient]]
+) -> None:
+    bridge = await start_bridge(e2ee_config)
+    try:
+        user = await e2ee_user()
+        room = await encrypted_management_room(bridge, user)
+        # A message encrypted with a session the bridge never received.
+        event_id = await user.send_raw(room, "m.room.encrypted", {
+            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEn" + "A" * 40,
+            "session_id": "never-shared-session", "device_id": user.client.device_id,
+            "sender_key": user.client.olm.account.identity_keys["curve25519"],  # type: ignore[union-attr]
+        })
+        await user.wait_notice(room, bridge.bot_mxid, "I could not read your message")
+        status = await user.wait_for_event(
+            room, lambda e: e.source.get("type") == "com.beeper.message_send_status"
+            and e.source["content"]["m.relates_to"]["event_id"] == event_id)
+        assert status.source["content"]["status"] == "FAIL_PERMANENT"
+        assert status.source["content"]["reason"] == "m.undecryptable"
+    finally:
+        await bridge.stop()
+
+
+async def test_with_encryption_off_an_encrypted_room_gets_a_notice(
+    bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str, tmp_path: Path,
+    matrix_user: Callable[..., Awaitable[MatrixTestClient]],
+) -> None:
+    config = bridge_setups["loopback"].config_for(tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
+                                                  core={"encryption.allow": False})
+    bridge = await start_bridge(config)
+    try:
+        assert bridge.encryption is None
+        user = await matrix_user()
+        room = (await user.request("POST", "/createRoom", {
+            "is_direct": True, "invite": [bridge.bot_mxid], "preset": "trusted_private_chat",
+            "initial_state": [ENCRYPTION_STATE]}))["room_id"]
+        await user.wait_for_event(room, lambda e: e.get("sender") == bridge.bot_mxid
+                                  and "Send `help`" in e["content"].get("body", ""))
+        await user.send(room, {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x",
+                               "session_id": "s", "device_id": "D", "sender_key": "k"},
+                        event_type="m.room.encrypted")
+        notice = await user.wait_for_event(room, lambda e: e.get("sender") == bridge.bot_mxid
+                                           and "encryption is turned off" in e["content"].get("body", ""))
+        assert notice["content"]["msgtype"] == "m.notice"
+    finally:
+        await bridge.stop()
