@@ -9,7 +9,7 @@ requires.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.types import EventID, EventType, RoomID, UserID
@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 class EncryptingIntent(IntentAPI):
     encryption: Encryption | None = None
 
-    async def send_message_event(self, room_id: RoomID, event_type: EventType, content: Any,
-                                 **kwargs: Any) -> EventID:
+    async def send_message_event(  # type: ignore[override]
+        self, room_id: RoomID, event_type: EventType, content: Any, **kwargs: Any
+    ) -> EventID:
         enc = self.encryption
         if (enc is not None and event_type != EventType.ROOM_ENCRYPTED
                 and event_type != EventType.ROOM_REDACTION and await enc.rooms.is_encrypted(room_id)):
@@ -40,12 +41,13 @@ class BridgeAppServiceAPI(AppServiceAPI):
             intent = EncryptingIntent(self.bot_mxid, self, state_store=self.state_store)
             intent.encryption = self.encryption
             self._bot_intent = intent
-        return self._bot_intent
+        return cast(IntentAPI, self._bot_intent)
 
-    def intent(self, user: UserID = None, token: str | None = None, base_url: str | None = None,  # type: ignore[assignment]
-               real_user_as_token: bool = False) -> IntentAPI:
+    def intent(self, user: UserID | None = None, token: str | None = None,
+               base_url: str | None = None, real_user_as_token: bool = False) -> IntentAPI:
+        assert user is not None
         if token:
-            return super().intent(user, token, base_url, real_user_as_token)
+            return cast(IntentAPI, super().intent(user, token, base_url, real_user_as_token))
         intent = EncryptingIntent(user, self.user(user), self.bot_intent(), self.state_store)
         intent.encryption = self.encryption
         return intent
@@ -53,4 +55,4 @@ class BridgeAppServiceAPI(AppServiceAPI):
     def set_encryption(self, encryption: Encryption | None) -> None:
         self.encryption = encryption
         if self._bot_intent is not None:
-            self._bot_intent.encryption = encryption  # type: ignore[attr-defined]
+            self._bot_intent.encryption = encryption

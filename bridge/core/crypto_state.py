@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 import logging
+from typing import Any, cast
 
 from mautrix.appservice import IntentAPI
 from mautrix.crypto import StateStore
 from mautrix.errors import MForbidden, MNotFound
-from mautrix.types import EventType, RoomEncryptionStateEventContent, RoomID, UserID
+from mautrix.types import JSON, EventType, RoomEncryptionStateEventContent, RoomID, UserID
 
 log = logging.getLogger("letterbox.crypto.state")
 
@@ -28,10 +29,11 @@ class RoomEncryptionState(StateStore):
         self._shared_rooms = shared_rooms
         self._rooms: dict[RoomID, RoomEncryptionStateEventContent | None] = {}
 
-    def remember(self, room_id: RoomID, content: RoomEncryptionStateEventContent | dict | None) -> None:
+    def remember(self, room_id: RoomID,
+                 content: RoomEncryptionStateEventContent | dict[str, Any] | None) -> None:
         """Record a room's encryption state event (from a transaction or a room we created)."""
         if isinstance(content, dict):
-            content = RoomEncryptionStateEventContent.deserialize(content)
+            content = RoomEncryptionStateEventContent.deserialize(cast(JSON, content))
         if content is None and self._rooms.get(room_id) is not None:
             return  # encryption cannot be turned off again
         self._rooms[room_id] = content
@@ -46,7 +48,7 @@ class RoomEncryptionState(StateStore):
         except MForbidden:
             return None  # not in the room (yet): ask again later
         if content is not None and not isinstance(content, RoomEncryptionStateEventContent):
-            content = RoomEncryptionStateEventContent.deserialize(content.serialize())
+            content = RoomEncryptionStateEventContent.deserialize(cast(JSON, content.serialize()))
         if content is not None and not content.algorithm:
             content = None  # an empty/invalid state event does not encrypt the room
         self.remember(room_id, content)

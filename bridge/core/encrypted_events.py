@@ -16,6 +16,7 @@ from mautrix.appservice import IntentAPI
 from mautrix.types import EventType, RoomID
 
 from .encryption import DecryptionFailed, Encryption
+from .sending import send_event
 
 log = logging.getLogger("letterbox.crypto.events")
 
@@ -64,14 +65,13 @@ class EncryptedEventGate:
         await self._handler(event)
 
     async def _notice(self, event: dict[str, Any], text: str) -> None:
-        await self._bot().send_message_event(RoomID(event["room_id"]), EventType.ROOM_MESSAGE, {
+        await send_event(self._bot(), event["room_id"], EventType.ROOM_MESSAGE, {
             "msgtype": "m.notice", "body": text, "m.mentions": {},
             "m.relates_to": {"m.in_reply_to": {"event_id": event["event_id"]}},
         })
 
     async def _undecryptable(self, event: dict[str, Any], reason: str) -> None:
-        room = RoomID(event["room_id"])
-        await self._bot().send_message_event(room, SEND_STATUS, {
+        await send_event(self._bot(), event["room_id"], SEND_STATUS, {
             "m.relates_to": {"rel_type": "m.reference", "event_id": event["event_id"]},
             "status": "FAIL_PERMANENT", "reason": "m.undecryptable",
             "message": f"Not delivered: {reason}",

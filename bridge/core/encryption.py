@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import ClientSession
 from mautrix.appservice import IntentAPI
@@ -35,6 +35,7 @@ from mautrix.crypto import OlmMachine, PgCryptoStore, RejectKeyShare
 from mautrix.crypto.attachments import decrypt_attachment, encrypt_attachment
 from mautrix.errors import DecryptionError, EncryptionError, MatrixError, SessionNotFound
 from mautrix.types import (
+    JSON,
     ASToDeviceEvent,
     DeviceID,
     DeviceIdentity,
@@ -98,12 +99,12 @@ class CryptoExtras:
         for user_id, devices in (counts_raw or {}).items():
             if isinstance(devices, dict):
                 counts[UserID(user_id)] = {
-                    DeviceID(d): DeviceOTKCount.deserialize(c) for d, c in devices.items()
+                    DeviceID(d): DeviceOTKCount.deserialize(cast(JSON, c)) for d, c in devices.items()
                     if isinstance(c, dict)
                 }
         return cls(
             to_device=[e for e in to_device if isinstance(e, dict)],
-            device_lists=DeviceLists.deserialize(lists) if isinstance(lists, dict) else None,
+            device_lists=DeviceLists.deserialize(cast(JSON, lists)) if isinstance(lists, dict) else None,
             otk_counts=counts,
             has_otk_field=counts_raw is not None,
         )
@@ -240,7 +241,7 @@ class Encryption:
             try:
                 await self.machine.client.send_to_device(
                     EventType.find(PROBE_TYPE, EventType.Class.TO_DEVICE),
-                    {self.bot_mxid: {self.device_id: {"nonce": secrets.token_hex(8)}}})
+                    cast(Any, {self.bot_mxid: {self.device_id: {"nonce": secrets.token_hex(8)}}}))
                 async with asyncio.timeout(PROBE_WAIT_SECONDS):
                     extras = await self._probe
             except TimeoutError:
@@ -272,7 +273,8 @@ class Encryption:
                     self._probe.set_result(extras)
                 continue
             try:
-                await machine.handle_as_to_device_event(ASToDeviceEvent.deserialize(raw))
+                await machine.handle_as_to_device_event(
+                    cast(ASToDeviceEvent, ASToDeviceEvent.deserialize(cast(JSON, raw))))
             except Exception:
                 log.exception("Could not handle a %s to-device event from %s", raw.get("type"),
                               raw.get("sender"))
@@ -323,7 +325,7 @@ class Encryption:
         """Joined and invited members who are not the bridge's own users (from the server)."""
         members = await self._bot().get_members(room_id)
         return [UserID(m.state_key) for m in members
-                if m.content.membership in (Membership.JOIN, Membership.INVITE)
+                if getattr(m.content, "membership", None) in (Membership.JOIN, Membership.INVITE)
                 and not self._is_bridge_puppet(m.state_key)]
 
     # ---------------------------------------------------------------- receiving
@@ -331,7 +333,7 @@ class Encryption:
         """The decrypted form of an m.room.encrypted event (waits for a late key, asks the
         sender's device for it), or DecryptionFailed."""
         try:
-            evt = EncryptedEvent.deserialize(event)
+            evt = EncryptedEvent.deserialize(cast(JSON, event))
         except Exception:
             raise DecryptionFailed("the encrypted message is malformed") from None
         machine = self.machine

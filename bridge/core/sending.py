@@ -1,8 +1,9 @@
 """The one place the core sends Matrix message events.
 
 Content is built as plain JSON dicts throughout the core; mautrix's `send_message_event` is typed
-for its own content classes, so the dict is handed over here, once. Encryption of outgoing events
-and idempotent transaction IDs hook in at this function.
+for its own content classes, so the dict is handed over here, once. Idempotent transaction IDs
+hook in at this function; encryption happens one level down, in the intent itself
+(`appservice_api.EncryptingIntent`), so that mautrix helpers like `send_notice` are covered too.
 """
 
 from __future__ import annotations
