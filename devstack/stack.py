@@ -269,8 +269,10 @@ class Synapse:
         server_name: str = DEFAULT_SERVER_NAME,
         registrations: list[Path] | tuple[Path, ...] = (),
         log_level: str = "INFO",
+        max_upload_size: str = "50M",
     ) -> None:
         self.python = require_synapse()
+        self.max_upload_size = max_upload_size
         self.root = Path(root).resolve()
         self.directory = self.root / "synapse"
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -295,7 +297,8 @@ class Synapse:
 
     def _config_text(self) -> str:
         return homeserver_yaml(
-            self.directory, self.port, self.server_name, self.registrations, self.secrets
+            self.directory, self.port, self.server_name, self.registrations, self.secrets,
+            self.max_upload_size,
         )
 
     def write_config(self) -> None:

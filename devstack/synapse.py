@@ -56,6 +56,7 @@ def homeserver_yaml(
     server_name: str,
     registrations: list[Path],
     secret: SynapseSecrets,
+    max_upload_size: str = "50M",
 ) -> str:
     """The homeserver.yaml text: client listener only, no federation, rate limits lifted."""
     regs = "".join(f"\n  - {json.dumps(str(p))}" for p in registrations) or " []"
@@ -93,6 +94,7 @@ database:
     database: {json.dumps(str(directory / "homeserver.db"))}
 log_config: {json.dumps(str(directory / "log.config"))}
 media_store_path: {json.dumps(str(directory / "media_store"))}
+max_upload_size: {json.dumps(max_upload_size)}
 signing_key_path: {json.dumps(str(directory / f"{server_name}.signing.key"))}
 report_stats: false
 enable_metrics: false

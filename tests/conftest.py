@@ -95,7 +95,8 @@ def synapse_factory() -> Iterator[SynapseFactory]:
         def start(registrations: list[Path]) -> Synapse:
             if not started:
                 with _installed():
-                    started.append(Synapse(root, registrations=registrations))
+                    started.append(Synapse(root, registrations=registrations,
+                                           max_upload_size=TEST_MAX_UPLOAD_SIZE))
             synapse = started[0]
             if [Path(p).resolve() for p in registrations] != synapse.registrations:
                 synapse.restart(registrations)
@@ -111,6 +112,9 @@ def synapse_factory() -> Iterator[SynapseFactory]:
 
 
 # ---------------------------------------------------------------- the bridge on a real homeserver
+
+#: Synapse's upload limit in the test rig: low enough that a test mail can exceed it.
+TEST_MAX_UPLOAD_SIZE = "10M"
 
 TEST_PERMISSIONS = {"*": "relay", "localhost": "user", "@admin:localhost": "admin",
                     "@outsider:localhost": "relay"}

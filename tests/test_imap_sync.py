@@ -66,7 +66,8 @@ class MemorySink:
         self.mails: list[FetchedMail] = []
         self.known: set[str] = set()
         self.fail: dict[str, int] = {}
-        self.failed_raises = False
+        self.failed_raises = False  # the give-up meets an outage
+        self.failed_breaks = False  # the give-up fails for a reason of the mail's own
         self.given_up: list[tuple[str, str]] = []
         self.attempts: list[tuple[str, Checkpoint | None]] = []
         self.arrived_at: dict[str, float] = {}
@@ -91,7 +92,9 @@ class MemorySink:
 
     async def failed(self, mail: FetchedMail, exc: BaseException) -> None:
         if self.failed_raises:
-            raise RuntimeError("dead-letter table unavailable")
+            raise ConnectionRefusedError("dead-letter table unavailable")
+        if self.failed_breaks:
+            raise ValueError(f"cannot describe {mid_of(mail)}")
         self.given_up.append((mid_of(mail), str(exc)))
 
     async def is_known(self, message_id: str) -> bool:
@@ -413,7 +416,7 @@ async def test_poison_mail_is_reported_after_retries_and_does_not_block(harness:
         await harness.append("dave", "INBOX", make_mail(f"<p{i}@x>"))
     sink.fail["<p1@x>"] = -1
     sink.failed_raises = True  # the give-up cannot be recorded: the mail must not be skipped
-    with pytest.raises(RuntimeError, match="dead-letter"):
+    with pytest.raises(ConnectionRefusedError, match="dead-letter"):
         await sync.run_once()
     assert sink.ids == ["<p0@x>"]
     assert checkpoints.data["INBOX"].last_uid == sink.mails[0].uid
@@ -428,6 +431,44 @@ async def test_poison_mail_is_reported_after_retries_and_does_not_block(harness:
     sink.fail.clear()
     await sync.run_once()  # nothing is replayed
     assert sink.ids == ["<p0@x>", "<p2@x>"]
+
+
+async def test_mail_whose_failure_cannot_be_described_does_not_stall_the_folder(
+    harness: Harness,
+) -> None:
+    account = await harness.account("dave")
+    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_messages=0))
+    await sync.run_once()
+    for i in range(3):
+        await harness.append("dave", "INBOX", make_mail(f"<q{i}@x>"))
+    sink.fail["<q1@x>"] = -1
+    sink.failed_breaks = True
+    await sync.run_once()
+    assert sink.ids == ["<q0@x>", "<q2@x>"]
+    assert checkpoints.data["INBOX"].last_uid == sink.mails[-1].uid
+
+
+async def test_outage_during_delivery_is_not_counted_against_the_mail(harness: Harness) -> None:
+    account = await harness.account("dave")
+    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_messages=0))
+    await sync.run_once()
+    await harness.append("dave", "INBOX", make_mail("<o1@x>"))
+    real_deliver = sink.deliver
+    outages = 0
+
+    async def unreachable(mail: FetchedMail) -> None:
+        nonlocal outages
+        outages += 1
+        raise ConnectionRefusedError("homeserver unreachable")
+
+    sink.deliver = unreachable  # type: ignore[method-assign]
+    with pytest.raises(ConnectionRefusedError):
+        await sync.run_once()
+    assert outages == 1 and sink.given_up == []  # held at once, not retried as the mail's fault
+    sink.deliver = real_deliver  # type: ignore[method-assign]
+    await sync.run_once()
+    assert sink.ids == ["<o1@x>"] and sink.given_up == []
+    assert checkpoints.data["INBOX"].last_uid == sink.mails[-1].uid
 
 
 async def test_uidvalidity_change_delivers_only_unknown_message_ids(harness: Harness) -> None:

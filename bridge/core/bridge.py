@@ -61,6 +61,7 @@ from .processor import InboxProcessor
 from .secrets import SecretBox
 from .sending import send_event
 from .state_store import StateStore
+from .upload_limit import UploadLimit
 from .user import User
 from .user_login import UserLogin
 
@@ -182,6 +183,7 @@ class Bridge:
             bridge_name=self.connector.name,
         )
         self._bot = self.az.bot_intent()
+        self.upload_limit = UploadLimit(self._bot.api)
         self.ghosts = Ghosts(self.az, GhostTable(self.db), self.config["appservice.username_template"],
                              self.domain)
         self._runner = web.AppRunner(self.intake.app, access_log=None)

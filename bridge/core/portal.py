@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mautrix.appservice import IntentAPI
+from mautrix.errors import MTooLarge
 from mautrix.types import EventID, EventType, RoomCreatePreset, RoomID, UserID
 
 from ..db import MessageRow, PendingPart, PortalRow
@@ -31,6 +32,7 @@ from ..network.events import MediaUpload
 from ..network.placeholders import substitute_placeholders
 from .part_sender import part_txn_id, send_part
 from .sending import send_event
+from .upload_limit import replace_too_large
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -123,23 +125,23 @@ class Portal:
             log.debug("Message %s already bridged, skipping", evt.message_id)
             return
         parts = [(part.part_id or str(index), part) for index, part in enumerate(evt.parts)]
-        todo = [(part_id, part) for part_id, part in parts if part_id not in done]
-        if not todo:
+        if all(part_id in done for part_id, _ in parts):
             return
         await self.ensure_room(evt.chat_info, evt.sender)
         assert self.row.mxid
         room = RoomID(self.row.mxid)
         intent = await self.bridge.ghosts.intent_for(evt.sender, evt.sender_info)
         await intent.ensure_joined(room)
-        mapping = await self._upload(intent, evt.uploads)
+        mapping, too_large = await self._upload(intent, evt.uploads)
+        parts = replace_too_large(parts, too_large, await self.bridge.upload_limit.get())
+        todo = [(part_id, part) for part_id, part in parts if part_id not in done]
         root_event, reply_event, root_id = await self._resolve_relations(evt.thread_root, evt.reply_to)
         ts = _ms(evt.timestamp)
-        if not pending:
-            await self.bridge.pending_parts.begin([
-                PendingPart(receiver=login_id, id=evt.message_id, part_id=part_id, portal_id=self.row.id,
-                            room_id=room, txn_id=part_txn_id(login_id, evt.message_id, part_id))
-                for part_id, _ in todo
-            ])
+        await self.bridge.pending_parts.begin([
+            PendingPart(receiver=login_id, id=evt.message_id, part_id=part_id, portal_id=self.row.id,
+                        room_id=room, txn_id=part_txn_id(login_id, evt.message_id, part_id))
+            for part_id, _ in todo
+        ])  # parts pending since an earlier attempt keep their row
         for part_id, part in todo:
             content = substitute_placeholders(copy.deepcopy(part.content), mapping)
             if root_event:
@@ -220,13 +222,28 @@ class Portal:
         target, intent = found
         await intent.mark_read(RoomID(target.room_id), EventID(target.mxid))
 
-    async def _upload(self, intent: Any, uploads: list[MediaUpload]) -> dict[str, str]:
+    async def _upload(self, intent: IntentAPI, uploads: list[MediaUpload]
+                      ) -> tuple[dict[str, str], dict[str, MediaUpload]]:
+        """Upload the files; those over the homeserver's limit are not uploaded but returned
+        (an inline reference to one becomes an empty URL; its part says why)."""
         mapping: dict[str, str] = {}
+        too_large: dict[str, MediaUpload] = {}
+        limit = await self.bridge.upload_limit.get()
         for upload in uploads:
-            mapping[upload.key] = await intent.upload_media(
-                upload.data, mime_type=upload.mimetype, filename=upload.filename
-            )
-        return mapping
+            if limit is not None and len(upload.data) > limit:
+                too_large[upload.key] = upload
+                continue
+            try:
+                mapping[upload.key] = await intent.upload_media(
+                    upload.data, mime_type=upload.mimetype, filename=upload.filename
+                )
+            except MTooLarge:
+                too_large[upload.key] = upload
+        for key, upload in too_large.items():
+            log.warning("Portal %s: %s (%d bytes) is over the upload limit (%s); not uploaded",
+                        self.row.id, upload.filename, len(upload.data), limit)
+            mapping[key] = ""
+        return mapping, too_large
 
     async def _resolve_relations(
         self, thread_root: MessageID | None, reply_to: MessageID | None

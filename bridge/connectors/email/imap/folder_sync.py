@@ -10,6 +10,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 import logging
 
+from ....network import is_infrastructure_error
 from .checkpoint import Checkpoint, CheckpointStore
 from .connection import ImapConnection
 from .policy import Backfill, DeliveryRetry
@@ -257,22 +258,39 @@ class FolderSyncer:
         return delivered
 
     async def _deliver(self, mail: FetchedMail) -> None:
+        """Deliver one mail, retrying in place; give it up after `attempts` failures of its own.
+
+        A homeserver or database outage (`is_infrastructure_error`) is not the mail's fault: it
+        is raised, so the session ends and the engine resumes from the checkpoint once it can.
+        """
         policy = self._retry
         for attempt in range(1, policy.attempts + 1):
             try:
                 await self._sink.deliver(mail)
                 return
             except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
                 context = (
                     f"{mail.folder} UID {mail.uid} (UIDVALIDITY {mail.uidvalidity}), "
                     f"attempt {attempt}/{policy.attempts}"
                 )
                 if attempt == policy.attempts:
                     log.error("giving up on delivering %s", context, exc_info=exc)
-                    await self._sink.failed(mail, exc)
+                    await self._give_up(mail, exc)
                     return
                 log.warning("delivering %s failed: %r; retrying", context, exc, exc_info=exc)
                 await self._sleep(policy.delay(attempt))
+
+    async def _give_up(self, mail: FetchedMail, exc: BaseException) -> None:
+        """Tell the sink; if even that fails for a reason of the mail's own, move on anyway."""
+        try:
+            await self._sink.failed(mail, exc)
+        except Exception as report_exc:
+            if is_infrastructure_error(report_exc):
+                raise
+            log.error("could not report the failed mail %s UID %d; moving on", mail.folder, mail.uid,
+                      exc_info=report_exc)
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
