@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from pathlib import Path
 import signal
 import sys
@@ -13,6 +14,7 @@ from ruamel.yaml import YAML
 
 from .connectors import load_connector
 from .core.config import Config, ConfigError, compose_example
+from .core.files import private_file
 from .core.registration import build_registration
 from .network import NetworkConnector
 
@@ -93,8 +95,21 @@ async def _run(config: Config, connector: NetworkConnector) -> None:
     await bridge.stop()
 
 
+def setup_logging(level: str, file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if file:
+        handlers.append(logging.FileHandler(private_file(file), encoding="utf-8"))
+    logging.basicConfig(level=level.upper(), handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosqlite logs every statement with its arguments at DEBUG: row data (mail, addresses)
+    # that has no place in a log. mautrix's own database logger names the slow queries.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Everything the bridge writes (database, log, generated config) is for its user only.
+    os.umask(0o077)
     # Connector sub-commands, e.g. `python -m bridge preview FILE.eml --json`.
     if argv and not argv[0].startswith("-"):
         connector = load_connector(DEFAULT_CONNECTOR)
@@ -119,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=str(config.get("logging.level", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(str(config["logging.level"]), config["logging.file"])
     config.report_unknown()
     asyncio.run(_run(config, connector))
     return 0

@@ -20,6 +20,7 @@ from mautrix.types import (
     UserID,
 )
 from mautrix.util.async_db import Database
+from yarl import URL
 
 from .. import __version__
 from ..db import (
@@ -53,11 +54,13 @@ from .appservice_api import BridgeAppServiceAPI
 from .config import Config
 from .encrypted_events import EncryptedEventGate
 from .encryption import CryptoExtras, Encryption, EncryptionUnavailable
+from .files import private_sqlite
 from .ghost import Ghosts
 from .intake import Intake
 from .permissions import Level, level_for
 from .portal import Portal
 from .processor import InboxProcessor
+from .secret_input import SecretInput
 from .secrets import SecretBox
 from .sending import send_event
 from .state_store import StateStore
@@ -86,6 +89,10 @@ class Bridge:
         self.domain: str = config["homeserver.domain"]
         url = str(config["database.url"])
         db_args: dict[str, Any] = {}
+        if url.startswith("sqlite:"):
+            private_sqlite(URL(url).path)
+            # Deleted rows (handled events, sent mail) are overwritten, not left in free pages.
+            db_args = {"init_commands": ["PRAGMA secure_delete = ON"]}
         connector_db_args: dict[str, Any] = {}
         if url.startswith("postgres"):
             # mautrix exits the process on an asyncpg internal client error, which a connection
@@ -121,7 +128,9 @@ class Bridge:
         self.portals: dict[tuple[str, str], Portal] = {}
         self._portal_lock = asyncio.Lock()
         self.processor = InboxProcessor(self.inbox, self._handle_matrix_event, give_up=self._matrix_event_given_up)
-        self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self.processor.wake)
+        self.secret_input = SecretInput(self._expects_secret, connector.secret_login_fields)
+        self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self.processor.wake,
+                             scrub=self.secret_input.scrub)
         self.encryption: Encryption | None = None
         if config["encryption.allow"]:
             self.encryption = Encryption(
@@ -326,6 +335,12 @@ class Bridge:
             f"the bridge failed on it ({type(exc).__name__}); the error is in the bridge's log."))
 
     # ---------------------------------------------------------------- users and logins
+    def _expects_secret(self, room_id: str, sender: str) -> bool:
+        """Whether `sender`'s next message in `room_id` may answer a secret prompt."""
+        user = self.users.get(sender)
+        return bool(user and user.login_flow and user.login_flow.room_id == room_id
+                    and user.login_flow.wants_secret())
+
     def is_bridge_puppet(self, mxid: str) -> bool:
         return mxid == self.bot_mxid or self.ghosts.network_id(mxid) is not None
 

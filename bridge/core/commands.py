@@ -34,7 +34,6 @@ log = logging.getLogger("letterbox.commands")
 
 COMMAND_PREFIX = "!lb"
 # `login key=value` keys that are secret whatever the connector calls them (redacted at once).
-_SECRET_WORDS = ("password", "secret", "token")
 
 
 def matrix_to(room_id: str) -> str:
@@ -266,8 +265,8 @@ class CommandProcessor:
         prefilled = {k.strip().lower(): v for k, v in pairs}
         valid = process.prefill_fields() or [f.id for f in step.fields]
         secret_ids = {f.id for f in step.fields if f.secret}
-        if any(k in secret_ids or k in _SECRET_WORDS for k in prefilled):
-            await self._redact(evt.room_id, evt.event_id)
+        if any(k in secret_ids or k in self.bridge.connector.secret_login_fields for k in prefilled):
+            await self.redact_secret(evt.room_id, evt.event_id)
         loose = [a for a in evt.args if "=" not in a]
         unknown = sorted(set(prefilled) - set(valid))
         if loose or unknown:
@@ -299,7 +298,7 @@ class CommandProcessor:
         if field is None:
             return
         if field.secret:
-            await self._redact(room_id, event_id)
+            await self.redact_secret(room_id, event_id)
         if text in ("", "-") and (field.default is not None or field.optional):
             text = field.default or ""
         flow.values[field.id] = text
@@ -383,7 +382,7 @@ class CommandProcessor:
         await self.reply(flow.room_id, step.instructions)
         await self._advance(user)
 
-    async def _redact(self, room_id: str, event_id: str) -> None:
+    async def redact_secret(self, room_id: str, event_id: str) -> None:
         try:
             await self.bridge.bot.redact(RoomID(room_id), event_id, reason="Secret removed by the bridge")  # type: ignore[arg-type]
         except Exception as e:

@@ -40,10 +40,13 @@ class Intake:
     """aiohttp application that authenticates the homeserver and records transactions."""
 
     def __init__(
-        self, hs_token: str, inbox: InboxTable, on_new_events: Callable[[], None]
+        self, hs_token: str, inbox: InboxTable, on_new_events: Callable[[], None],
+        scrub: Callable[[dict[str, Any]], dict[str, Any]] = lambda event: event,
     ) -> None:
         self._hs_token = hs_token.encode()
         self._inbox = inbox
+        # Applied to every event before it is stored: a secret never reaches the database.
+        self._scrub = scrub
         self._on_new_events = on_new_events
         self.app = web.Application(middlewares=[self._auth_middleware])
         self.app.router.add_put(PREFIX + "/transactions/{txn_id}", self._transaction)
@@ -91,7 +94,7 @@ class Intake:
                 await self.extras_handler(body)
             except Exception:
                 log.exception("Could not hand the encryption data of transaction %s on", txn_id)
-        events = [e for e in body.get("events", []) if isinstance(e, dict)]
+        events = [self._scrub(e) for e in body.get("events", []) if isinstance(e, dict)]
         ephemeral = body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []
         for index, edu in enumerate(e for e in ephemeral if isinstance(e, dict)):
             events.append({**edu, "event_id": _ephemeral_id(txn_id, index, edu), "ephemeral": True})

@@ -24,8 +24,10 @@ from ..network import (
 )
 from .commands import COMMAND_PREFIX, CommandProcessor, command_text
 from .permissions import Level
+from .secret_input import is_scrubbed
 from .sending import send_event
 from .threads import ThreadOrderUnavailable, latest_before
+from .user import User
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -94,10 +96,25 @@ class MatrixHandler:
     # ---------------------------------------------------------------- messages
     async def _message(self, event: dict[str, Any]) -> None:
         room_id = RoomID(event["room_id"])
-        event_id = event["event_id"]
+        user = await self.bridge.get_user(event["sender"])
+        if is_scrubbed(event.get("content", {})):
+            held = self.bridge.secret_input.take(event["event_id"])
+            if held is None:
+                await self._secret_lost(user, room_id, event["event_id"])
+                return
+            event = {**event, "content": held}
         content = event.get("content", {})
         body = content.get("body", "") if isinstance(content.get("body"), str) else ""
-        user = await self.bridge.get_user(event["sender"])
+        try:
+            await self._dispatch_message(user, event, body)
+        finally:
+            if self.bridge.secret_input.is_login_command(body):
+                self.bridge.secret_input.disarm(room_id, user.mxid)
+
+    async def _dispatch_message(self, user: User, event: dict[str, Any], body: str) -> None:
+        room_id = RoomID(event["room_id"])
+        event_id = event["event_id"]
+        content = event.get("content", {})
         command = command_text(body)
         if await self.bridge.management_owner(room_id) == user.mxid:
             if (content.get("m.relates_to") or {}).get("rel_type") == "m.replace":
@@ -110,6 +127,9 @@ class MatrixHandler:
             await self.commands.handle(user, room_id, event_id, body if command is None else command,
                                        management=True)
             return
+        if command is not None and self.bridge.secret_input.holds_inline_secret(command):
+            # `!lb login password=...` outside the management room: not for a room to keep
+            await self.commands.redact_secret(room_id, event_id)
         portal = await self.bridge.portal_by_room(room_id)
         if command is not None:  # a command is never sent to the network, in any room
             await self.commands.handle(user, room_id, event_id, command, management=False,
@@ -123,6 +143,18 @@ class MatrixHandler:
                     f"with me to log in again, or `{COMMAND_PREFIX} delete-portal` to leave this room."))
             return
         await self._portal_message(portal, user.mxid, event)
+
+    async def _secret_lost(self, user: User, room_id: str, event_id: str) -> None:
+        """A message that may hold a secret was stored scrubbed, and its text did not survive a
+        restart of the bridge (it is never stored): remove it from the room, ask again."""
+        log.info("A scrubbed message of %s in %s arrived after a restart; asking again",
+                 user.mxid, room_id)
+        await self.commands.redact_secret(room_id, event_id)
+        await self.bridge.bot.send_notice(
+            RoomID(room_id),
+            "The bridge restarted before it could use your message, which may have held a "
+            "password; it was not kept. Please start again with `login`.",
+        )
 
     async def _owner_only(self, portal: Portal, sender: str, room_id: str, event_id: str) -> bool:
         if sender == portal.login.row.user_mxid:

@@ -26,6 +26,10 @@ class LoginFlow:
         ids = {f.id for f in self.step.fields}
         self.values.update({k: v for k, v in self.prefilled.items() if k in ids})
 
+    def wants_secret(self) -> bool:
+        """A secret field of the current step is still unanswered."""
+        return any(f.secret and f.id not in self.values for f in self.step.fields)
+
     def next_field(self) -> LoginField | None:
         for f in self.step.fields:
             if f.id not in self.values:

@@ -1,4 +1,8 @@
-"""Durable intake of appservice transactions: stored first, acknowledged second, handled once."""
+"""Durable intake of appservice transactions: stored first, acknowledged second, handled once.
+
+A handled event keeps only its ID and done flag (what deduplication needs); its content is
+dropped when it is marked done, and the ID itself after the retention period.
+"""
 
 from __future__ import annotations
 
@@ -60,4 +64,15 @@ class InboxTable:
         ]
 
     async def mark_done(self, seq: int) -> None:
-        await self.db.execute("UPDATE matrix_event_inbox SET done=true WHERE seq=$1", seq)
+        await self.db.execute(
+            "UPDATE matrix_event_inbox SET done=true, event_json='{}' WHERE seq=$1", seq
+        )
+
+    async def prune(self, older_than_ms: int) -> int:
+        """Forget handled event IDs and transaction IDs received before `older_than_ms`."""
+        async with self.db.acquire() as conn, conn.transaction():
+            events = rowcount(await conn.execute(
+                "DELETE FROM matrix_event_inbox WHERE done=true AND received_at < $1", older_than_ms
+            ))
+            await conn.execute("DELETE FROM as_transaction WHERE received_at < $1", older_than_ms)
+        return events

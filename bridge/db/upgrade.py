@@ -123,3 +123,11 @@ async def upgrade_v3(conn: Connection, scheme: Scheme) -> None:
             FOREIGN KEY (portal_id, receiver) REFERENCES portal(id, receiver) ON DELETE CASCADE
         )"""
     )
+
+
+@upgrade_table.register(description="Handled inbox events keep only their ID (no content at rest)")
+async def upgrade_v4(conn: Connection, scheme: Scheme) -> None:
+    # Handled events used to be kept whole, including a typed password. Only the event ID and
+    # the done flag are needed (deduplication of replayed transactions).
+    await conn.execute("UPDATE matrix_event_inbox SET event_json='{}' WHERE done=true")
+    await conn.execute("CREATE INDEX as_transaction_received_idx ON as_transaction (received_at)")

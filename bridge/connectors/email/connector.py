@@ -13,13 +13,14 @@ from .config import EmailConfig, example_config, parse_config
 from .db import upgrade_table
 from .inbound.limits import ParseLimits
 from .inbound.pool import close_default_pool
-from .login import EmailLogin
+from .login import PASSWORD_FIELD, EmailLogin
 
 
 class EmailConnector(NetworkConnector):
     name = "email"
     display_name = "Email"
     user_id_description = "an email address"
+    secret_login_fields = frozenset({PASSWORD_FIELD})
 
     def __init__(self) -> None:
         self._bridge: BridgeAPI | None = None

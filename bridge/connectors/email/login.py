@@ -30,6 +30,12 @@ from .servers import ServerSpec, default_spec, parse_spec
 if TYPE_CHECKING:
     from .connector import EmailConnector
 
+PASSWORD_FIELD = "password"
+
+
+def _password_field() -> LoginField:
+    return LoginField(PASSWORD_FIELD, "Password", "your mail password or app password", secret=True)
+
 
 class EmailLogin(LoginProcess):
     """Step 1: address + password. Step 2: IMAP and SMTP servers, defaulting from the domain."""
@@ -50,7 +56,7 @@ class EmailLogin(LoginProcess):
             instructions="Log in to your mailbox. App passwords work too.",
             fields=[
                 LoginField("address", "Email address", "the address you log in with"),
-                LoginField("password", "Password", "your mail password or app password", secret=True),
+                _password_field(),
             ],
         )
 
@@ -67,8 +73,8 @@ class EmailLogin(LoginProcess):
                 self.display_name = clean_display_name(values.get("name", ""), "name")
             except ComposeError as e:
                 raise LoginFailed(f"That name cannot be used: {e.reason}", fields=("name",)) from None
-        elif "password" in values:  # a new password after the servers refused the old one
-            self.password = values["password"]
+        elif PASSWORD_FIELD in values:  # a new password after the servers refused the old one
+            self.password = values[PASSWORD_FIELD]
         return await self._check_servers()
 
     async def _credentials(self, values: dict[str, str]) -> LoginStep:
@@ -77,10 +83,10 @@ class EmailLogin(LoginProcess):
         except InvalidAddress as e:
             raise LoginFailed(f"That is not an email address: {e.reason}",
                               fields=("address",)) from None
-        if not values.get("password"):
-            raise LoginFailed("The password must not be empty.", fields=("password",))
+        if not values.get(PASSWORD_FIELD):
+            raise LoginFailed("The password must not be empty.", fields=(PASSWORD_FIELD,))
         self.address = mailbox.addr
-        self.password = values["password"]
+        self.password = values[PASSWORD_FIELD]
         name = mailbox.name or await self.connector.bridge.matrix_display_name(self.user_mxid) or ""
         domain = mailbox.domain
         return LoginStep(
@@ -123,8 +129,7 @@ class EmailLogin(LoginProcess):
                 kind=LoginStepKind.USER_INPUT, step_id="password",
                 instructions="Login failed:\n" + "\n".join(problems)
                 + "\nSend the password again (or `cancel`, then `login` to use another address).",
-                fields=[LoginField("password", "Password", "your mail password or app password",
-                                   secret=True)],
+                fields=[_password_field()],
             )
         if problems:
             raise LoginFailed("\n" + "\n".join(problems) + "\nSend the server settings again.",
