@@ -70,7 +70,7 @@ class InboxTable:
 
     async def prune(self, older_than_ms: int) -> int:
         """Forget handled event IDs and transaction IDs received before `older_than_ms`."""
-        async with self.db.acquire() as conn, conn.transaction():
+        async with transaction(self.db) as conn:
             events = rowcount(await conn.execute(
                 "DELETE FROM matrix_event_inbox WHERE done=true AND received_at < $1", older_than_ms
             ))
