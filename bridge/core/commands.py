@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("letterbox.commands")
 
 COMMAND_PREFIX = "!lb"
-# `login key=value` keys that are secret whatever the connector calls them (redacted at once).
 
 
 def matrix_to(room_id: str) -> str:

@@ -92,9 +92,9 @@ class NetworkConnector(ABC):
     display_name: str
     #: the localpart prefix of ghosts is the core's; this is a human description of user IDs
     user_id_description: str = "an identifier"
-    #: IDs of the login fields that hold secrets, also when typed inline (`login password=...`):
-    #: such a message is scrubbed before it is stored
-    secret_login_fields: frozenset[str] = frozenset()
+    #: `login key=value` keys that hold secrets (such a message is scrubbed before it is stored
+    #: and redacted at once); a connector adds the IDs of its own secret fields
+    secret_login_fields: frozenset[str] = frozenset({"password", "secret", "token"})
 
     @abstractmethod
     def example_config(self) -> str:

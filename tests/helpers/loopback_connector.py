@@ -55,7 +55,6 @@ PASSWORD = "open sesame"
 class LoopbackConnector(NetworkConnector):
     name = "loopback"
     display_name = "Loopback"
-    secret_login_fields = frozenset({"password"})
 
     def __init__(self) -> None:
         self.bridge: BridgeAPI | None = None

@@ -20,7 +20,7 @@ class EmailConnector(NetworkConnector):
     name = "email"
     display_name = "Email"
     user_id_description = "an email address"
-    secret_login_fields = frozenset({PASSWORD_FIELD})
+    secret_login_fields = NetworkConnector.secret_login_fields | {PASSWORD_FIELD}
 
     def __init__(self) -> None:
         self._bridge: BridgeAPI | None = None
