@@ -94,11 +94,16 @@ class _Body:
     stripped_html: str = ""
     summary: str = SUMMARIES[QUOTE]
     note: str = ""
+    # The stripped part came first (a bottom-posted reply): it is shown, folded, above the rest.
+    stripped_first: bool = False
 
     def content(self, msgtype: str, *, with_stripped: bool = True) -> dict[str, Any]:
         body_parts = [p for p in (self.prefix_text, self.kept_text) if p]
         if with_stripped and self.stripped_text:
-            body_parts.append(self.stripped_text)
+            if self.stripped_first:
+                body_parts.insert(1 if self.prefix_text else 0, self.stripped_text)
+            else:
+                body_parts.append(self.stripped_text)
         if self.note:
             body_parts.append(self.note)
         content: dict[str, Any] = {
@@ -117,9 +122,11 @@ class _Body:
                 html_parts.append(kept)
             if with_stripped and (self.stripped_html or self.stripped_text):
                 inner = self.stripped_html or text_to_html(self.stripped_text)
-                html_parts.append(
-                    f"<details><summary>{escape(self.summary)}</summary>{inner}</details>"
-                )
+                folded = f"<details><summary>{escape(self.summary)}</summary>{inner}</details>"
+                if self.stripped_first:
+                    html_parts.insert(1 if self.prefix_html else 0, folded)
+                else:
+                    html_parts.append(folded)
             if self.note:
                 html_parts.append(f"<p><em>{escape(self.note)}</em></p>")
             content["format"] = "org.matrix.custom.html"
@@ -224,18 +231,21 @@ class _Builder:
             kept_html=None,
             stripped_text=split.stripped,
             summary=SUMMARIES[split.kind],
+            stripped_first=split.leading,
         )
         if self.truncated:
             body.note = TRUNCATION_NOTE
         if html.strip():
-            kept_raw, stripped_raw, kind = split_html(html)
+            html_split = split_html(html)
+            kept_raw, stripped_raw = html_split.kept, html_split.stripped
             kept_html = sanitize_html(kept_raw, self._cid_urls())
             # HTML that sanitises to nothing (say, only a tracking pixel) defers to the text.
             body.kept_html = kept_html if kept_html.strip() else None
             if stripped_raw:
                 body.stripped_html = sanitize_html(stripped_raw, self._cid_urls())
-                body.summary = SUMMARIES[kind]
-                if not body.stripped_text:
+                body.summary = SUMMARIES[html_split.kind]
+                body.stripped_first = html_split.leading
+                if not body.stripped_text or split.leading != html_split.leading:
                     # The text alternative had no recognisable quote: derive both halves from HTML.
                     body.kept_text = html_to_text(kept_raw) or body.kept_text
                     body.stripped_text = html_to_text(stripped_raw)
@@ -244,6 +254,7 @@ class _Builder:
                 # version is given in full too, so both say the same.
                 body.kept_text = text.strip()
                 body.stripped_text = ""
+                body.stripped_first = False
         return body
 
     def add_event(
