@@ -63,7 +63,7 @@ async def test_prefixed_command_in_a_portal_is_answered_and_never_sent(
     room = await management_room(bridge, user)
     portal = await portal_with(bridge, user, room, "leaky", "erin")
     command = await user.send_text(portal, "!lb list-logins")
-    await wait_notice(user, portal, bridge.bot_mxid, "loop:leaky")
+    await wait_notice(user, portal, bridge.bot_mxid, "• leaky: connected")
     assert await sent_bodies(bridge, command) == []
     # The next ordinary message still goes out: the command did not break the room.
     normal = await user.send_text(portal, "a normal message")
@@ -151,3 +151,41 @@ async def test_login_with_an_unknown_option_is_refused_with_the_valid_ones(
     # No login started: the next message is a command again, not an answer.
     await user.send_text(room, "ping")
     await wait_notice(user, room, bridge.bot_mxid, "Pong")
+
+
+async def test_direct_chat_is_named_after_the_correspondent_never_an_internal_id(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    portal = await portal_with(bridge, user, room, "namer", "hank")
+    state = {(e["type"], e.get("state_key")): e["content"] for e in await user.room_state(portal)}
+    assert state[("m.room.name", "")]["name"] == "Hank"
+    (channel,) = [c["channel"] for (t, _), c in state.items() if t == "m.bridge"]
+    assert channel["displayname"] == "Hank" and channel["id"] == "dm:hank"
+
+
+async def test_help_is_grouped_with_arguments_in_html_and_plain_text(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    await user.send_text(room, "help")
+    await wait_notice(user, room, bridge.bot_mxid, "Your accounts:")
+    (event,) = [e for e in user.messages(room, bridge.bot_mxid) if "Your accounts:" in e["content"]["body"]]
+    content = event["content"]
+    assert "• start-chat <identifier> [--login <login>] — " in content["body"]
+    assert content["format"] == "org.matrix.custom.html"
+    html = content["formatted_body"]
+    assert "<h4>Your accounts</h4>" in html and "<h4>Chats</h4>" in html
+    assert "<code>start-chat &lt;identifier&gt; [--login &lt;login&gt;]</code>" in html
+
+
+async def test_start_chat_answers_with_a_link_to_the_room(bridge: Bridge, matrix_user: MakeUser) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    await log_in(bridge, user, room, "linker")
+    await user.send_text(room, "start-chat ivy")
+    answer = (await wait_notice(user, room, bridge.bot_mxid, "Created a chat with ivy"))[-1]
+    invited = await user.wait_for_room_invite()
+    assert answer.endswith(f"https://matrix.to/#/{quote(invited, safe='')}"), answer

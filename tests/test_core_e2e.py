@@ -58,7 +58,7 @@ async def test_remote_message_creates_portal_and_reply_reaches_connector(
     assert stored and PASSWORD not in str(stored.metadata) and stored.metadata["password"].startswith("v1:")
 
     await user.send_text(room, "list-logins")
-    await wait_notice(user, room, bridge.bot_mxid, "loop:tester`: tester, CONNECTED")
+    await wait_notice(user, room, bridge.bot_mxid, "• tester: connected")
 
     first = await client.receive("bob", "hello from bob")
     portal_room = await user.wait_for_room_invite()

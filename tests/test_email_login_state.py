@@ -81,7 +81,7 @@ async def test_runtime_states_are_announced(
         await wait_notice(user, room, bridge.bot_mxid, "refused the credentials", timeout=30)
         assert (await bridge.logins_table.get(login_id)).state == "BAD_CREDENTIALS"
         await user.send_text(room, "list-logins")
-        await wait_notice(user, room, bridge.bot_mxid, "BAD_CREDENTIALS")
+        await wait_notice(user, room, bridge.bot_mxid, f"• {address}: the server refused the credentials")
         await email_login(bridge, user, room, address, password + "-new", **servers(mail_stack))
         await wait_notice(user, room, bridge.bot_mxid, "connected again", count=2, timeout=30)
         assert len(await bridge.logins_table.for_user(user.user_id)) == 1

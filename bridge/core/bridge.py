@@ -66,19 +66,9 @@ from .sending import send_event
 from .state_store import StateStore
 from .upload_limit import UploadLimit
 from .user import User
-from .user_login import UserLogin
+from .user_login import STATE_TEXT, UserLogin
 
 log = logging.getLogger("letterbox.bridge")
-
-_STATE_TEXT = {
-    LoginState.CONNECTING: "connecting",
-    LoginState.CONNECTED: "connected",
-    LoginState.TRANSIENT_DISCONNECT: "disconnected, retrying",
-    LoginState.BAD_CREDENTIALS: "the server refused the credentials; log in again",
-    LoginState.LOGGED_OUT: "logged out",
-    LoginState.UNKNOWN_ERROR: "error",
-}
-
 
 class Bridge:
     """Implements the connector-facing `BridgeAPI` and owns all core state."""
@@ -558,7 +548,7 @@ class Bridge:
         text: str | None = None
         if state.state.is_error or state.state == LoginState.LOGGED_OUT:
             if (previous, previous_reason) != (state.state, state.reason):
-                text = f"{login.row.remote_name}: {_STATE_TEXT[state.state]}"
+                text = f"{login.row.remote_name}: {STATE_TEXT[state.state]}"
                 text += f" ({state.reason})" if state.reason else ""
                 login.trouble_reported = state.state.is_error
         elif state.state == LoginState.CONNECTED and login.trouble_reported:

@@ -22,13 +22,14 @@ from ..network import (
     LoginStepKind,
     StartChatHandler,
 )
+from .help_text import HelpEntry, render_help
 from .permissions import Level
 from .user import LoginFlow, User
+from .user_login import STATE_TEXT, UserLogin
 
 if TYPE_CHECKING:
     from .bridge import Bridge
     from .portal import Portal
-    from .user_login import UserLogin
 
 log = logging.getLogger("letterbox.commands")
 
@@ -68,6 +69,10 @@ class CommandEvent:
     portal: Portal | None = None
 
 
+ACCOUNTS, CHATS, BRIDGE = "Your accounts", "Chats", "The bridge"
+GROUPS = (ACCOUNTS, CHATS, BRIDGE)
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     name: str
@@ -76,6 +81,7 @@ class Command:
     usage: str = ""
     level: Level = Level.USER
     management_only: bool = False
+    group: str = BRIDGE
 
 
 class CommandProcessor:
@@ -83,25 +89,28 @@ class CommandProcessor:
         self.bridge = bridge
         self.commands: dict[str, Command] = {}
         for cmd in (
-            Command("help", self.cmd_help, "Show this help.", level=Level.RELAY),
+            Command("login", self.cmd_login, "Log in to a mailbox, step by step (in a private chat "
+                    "with me).", "login [key=value …]", management_only=True, group=ACCOUNTS),
+            Command("cancel", self.cmd_cancel, "Stop a login in progress.", management_only=True,
+                    group=ACCOUNTS),
+            Command("list-logins", self.cmd_list_logins, "Your accounts and their state.",
+                    group=ACCOUNTS),
+            Command("set-name", self.cmd_set_name,
+                    "The name shown beside your address to the people you write to.",
+                    "set-name <name> [--login <login>]", group=ACCOUNTS),
+            Command("logout", self.cmd_logout, "Log out of an account.", "logout <login>",
+                    group=ACCOUNTS),
+            Command("start-chat", self.cmd_start_chat, "Open a chat with someone new.",
+                    "start-chat <identifier> [--login <login>]", group=CHATS),
+            Command("help", self.cmd_help, "This help.", level=Level.RELAY),
             Command("ping", self.cmd_ping, "Check that the bridge is alive and show your logins.",
                     level=Level.RELAY),
-            Command("version", self.cmd_version, "Show the bridge version.", level=Level.RELAY),
-            Command("login", self.cmd_login, "Log in to a remote account, step by step.",
-                    "login [field=value ...]", management_only=True),
-            Command("cancel", self.cmd_cancel, "Cancel a login in progress.", management_only=True),
-            Command("logout", self.cmd_logout, "Log out of a remote account.", "logout <login>"),
-            Command("list-logins", self.cmd_list_logins, "List your remote accounts and their state."),
-            Command("set-name", self.cmd_set_name,
-                    "Set the name shown beside your address to the people you write to.",
-                    "set-name <name> [--login <login>]"),
-            Command("start-chat", self.cmd_start_chat, "Open a chat with a remote identifier.",
-                    "start-chat <identifier> [--login <login>]"),
+            Command("version", self.cmd_version, "The bridge version.", level=Level.RELAY),
         ):
             self.commands[cmd.name] = cmd
 
-    async def reply(self, room_id: str, text: str) -> None:
-        await self.bridge.bot.send_notice(RoomID(room_id), text)
+    async def reply(self, room_id: str, text: str, html: str | None = None) -> None:
+        await self.bridge.bot.send_notice(RoomID(room_id), text, html=html)
 
     async def handle(self, user: User, room_id: str, event_id: str, text: str, *, management: bool,
                      portal: Portal | None = None) -> None:
@@ -143,11 +152,10 @@ class CommandProcessor:
 
     # ---------------------------------------------------------------- simple commands
     async def cmd_help(self, evt: CommandEvent) -> None:
-        lines = ["Commands (in this private chat no prefix is needed; elsewhere use `!lb <command>`):"]
-        for cmd in self.commands.values():
-            if evt.user.level >= cmd.level:
-                lines.append(f"- `{cmd.usage or cmd.name}`: {cmd.help}")
-        await self.reply(evt.room_id, "\n".join(lines))
+        entries = [HelpEntry(c.group, c.usage or c.name, c.help) for c in self.commands.values()
+                   if evt.user.level >= c.level]
+        text, html = render_help(entries, GROUPS, f"`{COMMAND_PREFIX}`")
+        await self.reply(evt.room_id, text, html)
 
     async def cmd_ping(self, evt: CommandEvent) -> None:
         logins = self.bridge.logins_of(evt.user.mxid)
@@ -164,7 +172,7 @@ class CommandProcessor:
         if not logins:
             await self.reply(evt.room_id, "You have no logins. Send `login` to add one.")
             return
-        lines = [f"- `{lg.id}`: {lg.row.remote_name}, {lg.state.value}"
+        lines = [f"• {lg.row.remote_name}: {STATE_TEXT[lg.state]}"
                  + (f" ({lg.state_reason})" if lg.state_reason else "") for lg in logins]
         await self.reply(evt.room_id, "Your logins:\n" + "\n".join(lines))
 
@@ -241,14 +249,16 @@ class CommandProcessor:
         portal = await self.bridge.get_portal(portal_id, login)
         if portal.room_id:
             await self.bridge.bot.invite_user(RoomID(portal.room_id), UserID(evt.user.mxid))
-            await self.reply(evt.room_id, f"You already have a chat with {evt.args[0]}: {portal.room_id}")
+            await self.reply(evt.room_id, f"You already have a chat with {evt.args[0]}: "
+                                          f"{matrix_to(portal.room_id)} (invited again)")
             return
         info = info or ChatInfo(members=[ChatMember(user_id)], is_direct=True)
         async def create() -> None:
             await portal.ensure_room(info, user_id)
 
         await portal.enqueue(create)
-        await self.reply(evt.room_id, f"Created a chat with {evt.args[0]}: {portal.room_id}")
+        await self.reply(evt.room_id, f"Created a chat with {evt.args[0]}: "
+                                      f"{matrix_to(portal.room_id or '')}")
 
     # ---------------------------------------------------------------- login flow
     async def cmd_login(self, evt: CommandEvent) -> None:

@@ -275,7 +275,7 @@ class Portal:
             except Exception:
                 log.exception("Could not create the space of %s; the room is created without it", self.login.id)
             self.row.mxid = await self._create_room(info, creator_hint)
-            self.row.name = info.name or ""
+            self.row.name = room_name(info) or ""
             self.row.topic = info.topic or ""
             self.row.is_direct = info.is_direct
             await self.bridge.portals_table.upsert(self.row)
@@ -300,7 +300,8 @@ class Portal:
             "bridgebot": bot_mxid,
             "creator": bot_mxid,
             "protocol": {"id": bridge.connector.name, "displayname": bridge.connector.display_name},
-            "channel": {"id": self.row.id, "displayname": info.name or self.row.id},
+            "channel": {"id": self.row.id, "displayname": room_name(info) or info.topic
+                        or f"{bridge.connector.display_name} chat"},
         }
         initial_state: list[dict[str, Any]] = [
             {"type": "m.bridge", "state_key": state_key, "content": bridge_info},
@@ -323,7 +324,7 @@ class Portal:
             "events": {"m.bridge": 100, "uk.half-shot.bridge": 100, "m.room.power_levels": 100},
         }
         room_id = await creator.create_room(
-            name=None if info.is_direct else (info.name or None),
+            name=room_name(info),
             topic=info.topic or None,
             is_direct=info.is_direct,
             invitees=invitees,
@@ -356,6 +357,14 @@ class Portal:
                 await intent.ensure_joined(room)
         await self.bridge.portals_table.upsert(self.row)
 
+
+
+def room_name(info: ChatInfo) -> str | None:
+    """The room's name: the chat's own, or for a direct chat the other person's (without one,
+    clients would name it after every member, the bridge bot included)."""
+    if info.name or not info.is_direct:
+        return info.name or None
+    return next((m.info.name for m in info.members if not m.is_self and m.info and m.info.name), None)
 
 
 def _ms(when: datetime | None) -> int | None:

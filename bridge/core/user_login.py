@@ -10,6 +10,16 @@ from ..network import LoginAPI, LoginState, NetworkClient, UserLoginID
 
 Capability = TypeVar("Capability")
 
+# How each state reads to the user (notices and `list-logins`).
+STATE_TEXT = {
+    LoginState.CONNECTING: "connecting",
+    LoginState.CONNECTED: "connected",
+    LoginState.TRANSIENT_DISCONNECT: "disconnected, retrying",
+    LoginState.BAD_CREDENTIALS: "the server refused the credentials; log in again",
+    LoginState.LOGGED_OUT: "logged out",
+    LoginState.UNKNOWN_ERROR: "error",
+}
+
 
 @dataclass(slots=True)
 class UserLogin:

@@ -226,4 +226,4 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             raise ConnectorError(f"{identifier} is not an email address: {e.reason}") from None
         user = ghost_id(mailbox)
         return PortalID(f"dm:{user}"), user, ChatInfo(
-            is_direct=True, members=[ChatMember(user, user_info(mailbox))])
+            is_direct=True, topic=mailbox.addr, members=[ChatMember(user, user_info(mailbox))])

@@ -46,11 +46,12 @@ def room_for(people: list[Mailbox], own: set[str], list_id: str | None, list_nam
     if not others:
         # Mail to oneself: a "notes" DM with one's own ghost.
         me = next(iter(sorted(own)))
-        return RoomKey(PortalID(f"dm:{me}"), ChatInfo(is_direct=True, members=[
+        return RoomKey(PortalID(f"dm:{me}"), ChatInfo(is_direct=True, topic=me, members=[
             ChatMember(NetworkUserID(me), UserInfo(name=me))]))
     members = [ChatMember(ghost_id(m), user_info(m)) for m in others]
     if len(others) == 1:
-        return RoomKey(PortalID(f"dm:{address_key(others[0].addr)}"), ChatInfo(is_direct=True, members=members))
+        return RoomKey(PortalID(f"dm:{address_key(others[0].addr)}"),
+                       ChatInfo(is_direct=True, members=members, topic=others[0].addr))
     keys = sorted(address_key(m.addr) for m in others)
     joined = ",".join(keys)
     portal = f"group:{joined}" if len(joined) <= 200 else "group:" + hashlib.sha256(joined.encode()).hexdigest()
