@@ -98,7 +98,8 @@ class BenchEnv:
         except TimeoutError:
             step("warning: the bridge's event inbox did not drain within 15 s")
         try:
-            await asyncio.wait_for(bridge.stop(), 30)
+            async with asyncio.timeout(30):
+                await bridge.stop()
         except TimeoutError:
             raise RuntimeError("Bridge.stop() did not finish within 30 s") from None
         # Bridge.stop() leaves the process-wide parser pool running; a real restart starts it anew.

@@ -41,7 +41,8 @@ async def idle_latencies(stack: MailStack, address: str, password: str, n: int, 
             await asyncio.sleep(gap_s)
     finally:
         client.idle_done()
-        await asyncio.wait_for(idle, 10)
+        async with asyncio.timeout(10):
+            await idle
         await client.logout()
     return latencies
 

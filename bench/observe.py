@@ -77,7 +77,8 @@ class RoomWatcher:
                                    f"e.g. {missing[:3]}")
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
 

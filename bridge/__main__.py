@@ -13,7 +13,7 @@ import sys
 from ruamel.yaml import YAML
 
 from .connectors import load_connector
-from .core.config import Config, ConfigError, compose_example
+from .core.config import Config, ConfigError, compose_example, parse_yaml
 from .core.files import private_file
 from .core.registration import build_registration
 from .network import NetworkConnector
@@ -39,13 +39,13 @@ def _parser() -> argparse.ArgumentParser:
 def _connector_name(config_path: Path, override: str | None) -> str:
     if override:
         return override
-    if config_path.exists():
-        try:
-            data = YAML(typ="safe").load(config_path.read_text("utf-8")) or {}
-            return str(data.get("bridge", {}).get("connector") or DEFAULT_CONNECTOR)
-        except Exception:
-            return DEFAULT_CONNECTOR
-    return DEFAULT_CONNECTOR
+    if not config_path.exists():
+        return DEFAULT_CONNECTOR
+    data = parse_yaml(YAML(typ="safe"), config_path.read_text("utf-8"), config_path) or {}
+    section = data.get("bridge") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{config_path}: bridge", "missing or not a mapping")
+    return str(section.get("connector") or DEFAULT_CONNECTOR)
 
 
 def example_for(connector: NetworkConnector) -> str:
@@ -120,16 +120,21 @@ def main(argv: list[str] | None = None) -> int:
         return commands[argv[0]](argv[1:])
     args = _parser().parse_args(argv)
     try:
-        connector = load_connector(_connector_name(args.config, args.connector))
+        name = _connector_name(args.config, args.connector)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    try:
+        connector = load_connector(name)
     except (ImportError, AttributeError, ValueError, TypeError) as e:
         print(f"config error: bridge.connector: {e}", file=sys.stderr)
         return 1
     if args.print_example_config:
         print(example_for(connector), end="")
         return 0
-    if args.generate_registration:
-        return generate(args, connector)
     try:
+        if args.generate_registration:
+            return generate(args, connector)
         config = load_config(args.config, connector)
     except ConfigError as e:
         print(str(e), file=sys.stderr)

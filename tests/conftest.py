@@ -52,6 +52,17 @@ def _installed() -> Iterator[None]:
         pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _process_umask() -> Iterator[None]:
+    """`bridge.__main__.main()` sets the process umask to 077 (its files are private); a test
+    that runs it in-process must not leave that to the servers started after it (Dovecot's
+    users file would be unreadable to its auth process)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
 @pytest.fixture(scope="session")
 def mail_stack() -> Iterator[MailStack]:
     """Dovecot + Postfix, users alice/bob/carol/dave @test.local, passwords `<name>pass`."""

@@ -73,6 +73,20 @@ def test_cli_reports_one_line_for_a_bad_option(generated: tuple[Path, Path], cap
     assert err.count("\n") == 0 and "bridge.permissions.*" in err
 
 
+@pytest.mark.parametrize("generate", [False, True])
+def test_cli_reports_one_line_for_a_config_that_is_not_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], generate: bool
+) -> None:
+    """Not read as "no connector named, so email": the broken file is named, without a traceback."""
+    broken = tmp_path / "config.yaml"
+    broken.write_text("bridge: [connector: loopback\n")
+    extra = ["-g", "-r", str(tmp_path / "registration.yaml")] if generate else []
+    assert main([*extra, "-c", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}: not valid YAML" in err and "Traceback" not in err
+    assert broken.read_text() == "bridge: [connector: loopback\n"
+
+
 def test_unknown_keys_are_reported_not_dropped(generated: tuple[Path, Path]) -> None:
     config_path, _ = generated
     config_path.write_text(config_path.read_text().replace("logging:\n", "logging:\n    colour: true\n"))

@@ -31,7 +31,8 @@ async def portal_room(bridge: Bridge, user: MatrixTestClient, name: str) -> tupl
 
 async def next_sent(client: LoopbackClient) -> str:
     """The body of the next message the network received (fails after 20 s without one)."""
-    msg = await asyncio.wait_for(client.sent.get(), 20)
+    async with asyncio.timeout(20):
+        msg = await client.sent.get()
     return str(msg.content["body"])
 
 

@@ -181,6 +181,9 @@ class Harness:
         sink = MemorySink(checkpoints)
         recorder = Recorder()
         options: dict[str, object] = {
+            "backfill": Backfill(max_age_days=30, max_messages=50),
+            "idle_renew_s": 25 * 60,
+            "poll_interval_s": 60.0,
             "backoff": Backoff(initial_s=0.05, max_s=0.5),
             "delivery_retry": DeliveryRetry(attempts=3, initial_delay_s=0.05),
         }
@@ -338,7 +341,7 @@ async def test_backfill_delivers_newest_n_oldest_first_without_marking_seen(
 async def test_first_sync_without_backfill_starts_from_now(harness: Harness) -> None:
     account = await harness.account("bob")
     await harness.append("bob", "INBOX", make_mail("<before@x>"))
-    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_messages=0))
+    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_age_days=None, max_messages=0))
     await sync.run_once()
     assert sink.mails == [] and checkpoints.data["INBOX"].last_uid > 0
     await harness.append("bob", "INBOX", make_mail("<after@x>"))
@@ -392,7 +395,7 @@ async def test_checkpoint_advances_only_after_delivery_and_failures_are_retried(
     harness: Harness,
 ) -> None:
     account = await harness.account("dave")
-    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_messages=0))
+    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_age_days=None, max_messages=0))
     await sync.run_once()
     start = checkpoints.data["INBOX"].last_uid
     for i in range(3):
@@ -410,7 +413,7 @@ async def test_checkpoint_advances_only_after_delivery_and_failures_are_retried(
 
 async def test_poison_mail_is_reported_after_retries_and_does_not_block(harness: Harness) -> None:
     account = await harness.account("dave")
-    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_messages=0))
+    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_age_days=None, max_messages=0))
     await sync.run_once()
     for i in range(3):
         await harness.append("dave", "INBOX", make_mail(f"<p{i}@x>"))
@@ -437,7 +440,7 @@ async def test_mail_whose_failure_cannot_be_described_does_not_stall_the_folder(
     harness: Harness,
 ) -> None:
     account = await harness.account("dave")
-    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_messages=0))
+    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_age_days=None, max_messages=0))
     await sync.run_once()
     for i in range(3):
         await harness.append("dave", "INBOX", make_mail(f"<q{i}@x>"))
@@ -450,7 +453,7 @@ async def test_mail_whose_failure_cannot_be_described_does_not_stall_the_folder(
 
 async def test_outage_during_delivery_is_not_counted_against_the_mail(harness: Harness) -> None:
     account = await harness.account("dave")
-    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_messages=0))
+    sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_age_days=None, max_messages=0))
     await sync.run_once()
     await harness.append("dave", "INBOX", make_mail("<o1@x>"))
     real_deliver = sink.deliver
@@ -650,7 +653,7 @@ async def test_secondary_folder_is_polled_while_inbox_idles(harness: Harness) ->
     account = await harness.account("alice")
     await harness.append("alice", "Lists", make_mail("<l0@x>"), create=True)
     sync, sink, checkpoints, _ = harness.engine(
-        account, folders=["INBOX", "Lists"], poll_interval_s=0.3, backfill=Backfill(max_messages=0)
+        account, folders=["INBOX", "Lists"], poll_interval_s=0.3, backfill=Backfill(max_age_days=None, max_messages=0)
     )
     await sync.start()
     await wait_until(lambda: len(checkpoints.data) == 2, 5, "the first sync of both folders")

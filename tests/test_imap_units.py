@@ -166,4 +166,4 @@ def test_policies_validate_and_delays_double() -> None:
     with pytest.raises(ValueError):
         DeliveryRetry(attempts=0)
     with pytest.raises(ValueError):
-        Backfill(max_messages=-1)
+        Backfill(max_age_days=None, max_messages=-1)

@@ -73,7 +73,8 @@ async def test_imap_refused_token_is_bad_credentials_without_waiting(
     account = imap_account(mail_stack, FixedToken("not-a-token"), mechanism)
     # the server's error challenge is answered: the refusal comes at once, not at the timeout
     with pytest.raises(ImapAuthFailed, match="sign-in token"):
-        await asyncio.wait_for(ImapConnection.open(account), 3)
+        async with asyncio.timeout(3):
+            await ImapConnection.open(account)
 
 
 async def test_imap_revoked_grant_is_bad_credentials(mail_stack: MailStack) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from mautrix.util.config import RecursiveDict
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
 
 from ..network.errors import ConfigError
 
@@ -25,6 +26,18 @@ log = logging.getLogger("letterbox.config")
 ENV_PREFIX = "LETTERBOX_"
 # Free-form maps: their keys are data, not options.
 _FREE_MAPS = {"bridge.permissions", "bridge.secrets.old_keys"}
+
+
+def parse_yaml(yaml: YAML, text: str, path: Path) -> Any:
+    """The document in `text`; ConfigError with one line naming the file and place if it is
+    not YAML."""
+    try:
+        return yaml.load(text)
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(str(path), f"not valid YAML ({problem}{where})") from None
 
 
 def _yaml() -> YAML:
@@ -93,10 +106,7 @@ class Config(RecursiveDict[CommentedMap]):
             text = path.read_text("utf-8")
         except FileNotFoundError:
             raise ConfigError(str(path), "file not found (copy config.example.yaml)") from None
-        try:
-            data = yaml.load(text)
-        except Exception as e:
-            raise ConfigError(str(path), f"not valid YAML: {e}") from None
+        data = parse_yaml(yaml, text, path)
         if not isinstance(data, CommentedMap):
             raise ConfigError(str(path), "the top level must be a mapping")
         return cls(path, data, example)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from mautrix.errors import MatrixError
 from mautrix.types import EventType, RoomID
 
 from ..db import MessageRow
@@ -231,7 +232,8 @@ class MatrixHandler:
             try:
                 info = await self.bridge.bot.get_room_member_info(RoomID(room_id), mxid)
                 names[mxid] = (info.displayname if info and info.displayname else None) or network_id or mxid
-            except Exception:
+            except MatrixError as e:  # not a member, or the homeserver did not say: the ID will do
+                log.debug("No display name for mentioned %s in %s: %s", mxid, room_id, e)
                 names[mxid] = network_id or mxid
         return names
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.headerregistry import Address as _HeaderAddress
 from email.utils import getaddresses
 import re
 
@@ -30,19 +29,12 @@ class Mailbox:
     name: str = ""
 
     @property
-    def local(self) -> str:
-        return self.addr.rpartition("@")[0]
-
-    @property
     def domain(self) -> str:
         return self.addr.rpartition("@")[2]
 
     def display(self) -> str:
         """`Name (address)` as shown to Matrix users, or the bare address."""
         return f"{self.name} ({self.addr})" if self.name and self.name != self.addr else self.addr
-
-    def header_address(self) -> _HeaderAddress:
-        return _HeaderAddress(display_name=self.name, username=self.local, domain=self.domain)
 
 
 def normalise_domain(domain: str) -> str:

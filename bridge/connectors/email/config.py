@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from ruamel.yaml import YAML
 
 from ...network import ConfigError
 
@@ -18,24 +20,30 @@ def example_config() -> str:
 
 @dataclass(frozen=True, slots=True)
 class EmailConfig:
-    ca_file: str | None = None
-    timeout: float = 30.0
-    extra_folders: list[str] = field(default_factory=list)
-    sync_sent: bool = True
-    idle_renew_s: float = 25 * 60
-    poll_interval_s: float = 60.0
-    backfill_days: int = 7
-    backfill_messages: int = 50
-    max_message_bytes: int = 25 * 1024 * 1024
-    max_mime_depth: int = 20
-    max_parts: int = 200
-    max_header_bytes: int = 256 * 1024
-    parse_time_budget: float = 5.0
-    max_recipients: int = 50
-    max_mails_per_hour: int = 100
-    retry_schedule: list[float] = field(default_factory=lambda: [30, 120, 600, 1800, 7200])
-    send_edits: bool = True
-    send_reactions: bool = False
+    """The section, typed. Its defaults are those of example-config.yaml, and only there."""
+
+    ca_file: str | None
+    timeout: float
+    extra_folders: list[str]
+    sync_sent: bool
+    idle_renew_s: float
+    poll_interval_s: float
+    backfill_days: int
+    backfill_messages: int
+    max_message_bytes: int
+    max_mime_depth: int
+    max_parts: int
+    max_header_bytes: int
+    parse_time_budget: float
+    max_recipients: int
+    max_mails_per_hour: int
+    retry_schedule: list[float]
+    send_edits: bool
+    send_reactions: bool
+
+    @classmethod
+    def defaults(cls) -> EmailConfig:
+        return parse_config(YAML(typ="safe").load(example_config()))
 
 
 def _get(section: dict[str, Any], path: str, kind: type | tuple[type, ...]) -> Any:

@@ -24,7 +24,7 @@ class EmailConnector(NetworkConnector):
 
     def __init__(self) -> None:
         self._bridge: BridgeAPI | None = None
-        self.config = EmailConfig()
+        self.config = EmailConfig.defaults()
 
     @property
     def bridge(self) -> BridgeAPI:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...network import LoginFailed
+from .security import SECURITY_MODES, SECURITY_MODES_TEXT
 
-SECURITY = ("tls", "starttls", "plain")
 _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "plain"): 143,
                   ("smtp", "tls"): 465, ("smtp", "starttls"): 587, ("smtp", "plain"): 587}
 
@@ -40,8 +40,8 @@ def parse_spec(kind: str, value: str) -> ServerSpec:
         raise LoginFailed(f"{kind.upper()} server must look like host:port:security, e.g. "
                           f"{kind}.example.org:{_DEFAULT_PORTS[(kind, 'tls')]}:tls", fields=(kind,))
     security = parts[2].lower() if len(parts) == 3 else "tls"
-    if security not in SECURITY:
-        raise LoginFailed(f"{kind.upper()} security must be one of tls, starttls, plain",
+    if security not in SECURITY_MODES:
+        raise LoginFailed(f"{kind.upper()} security must be one of {SECURITY_MODES_TEXT}",
                           fields=(kind,))
     try:
         port = int(parts[1]) if len(parts) >= 2 else _DEFAULT_PORTS[(kind, security)]

@@ -7,9 +7,8 @@ import ipaddress
 import ssl
 
 from ..sasl import BEARER_MECHANISMS, BearerSource
+from ..security import SECURITY_MODES, SECURITY_MODES_TEXT
 from .errors import ImapConfigError
-
-SECURITY_MODES = ("tls", "starttls", "plain")
 
 
 def is_loopback(host: str) -> bool:
@@ -47,7 +46,7 @@ class ImapAccount:
     def __post_init__(self) -> None:
         if self.security not in SECURITY_MODES:
             raise ImapConfigError(
-                f"unknown IMAP security mode {self.security!r} (use tls, starttls or plain)"
+                f"unknown IMAP security mode {self.security!r} (use one of {SECURITY_MODES_TEXT})"
             )
         if self.security == "plain" and not is_loopback(self.host):
             raise ImapConfigError(

@@ -298,7 +298,8 @@ class FolderSyncer:
 
     async def _sleep(self, delay: float) -> None:
         try:
-            await asyncio.wait_for(self._stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
         except TimeoutError:
             return
         raise SyncStopped()

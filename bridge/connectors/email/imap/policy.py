@@ -9,10 +9,11 @@ from dataclasses import dataclass
 class Backfill:
     """How much history a folder's first sync delivers: the newest `max_messages` messages
     received within the last `max_age_days` days (None: no age limit). 0 messages: none,
-    the folder is synced from "now"."""
+    the folder is synced from "now". The bridge's values come from the config
+    (`network.email.backfill`)."""
 
-    max_age_days: int | None = 30
-    max_messages: int = 50
+    max_age_days: int | None
+    max_messages: int
 
     def __post_init__(self) -> None:
         if self.max_messages < 0 or (self.max_age_days is not None and self.max_age_days < 0):

@@ -45,9 +45,9 @@ class ImapSync:
         checkpoints: CheckpointStore,
         listener: StateListener,
         folders: list[str] | None = None,
-        backfill: Backfill | None = None,
-        idle_renew_s: float = 25 * 60,
-        poll_interval_s: float = 60.0,
+        backfill: Backfill,
+        idle_renew_s: float,
+        poll_interval_s: float,
         use_idle: bool = True,
         backoff: Backoff | None = None,
         connect_backoff: Backoff | None = None,
@@ -71,7 +71,7 @@ class ImapSync:
         self._syncer = FolderSyncer(
             sink=sink,
             checkpoints=checkpoints,
-            backfill=backfill or Backfill(),
+            backfill=backfill,
             retry=delivery_retry or DeliveryRetry(),
             stop=self._stop,
             batch_size=batch_size,
@@ -225,7 +225,8 @@ class ImapSync:
     async def _wait_stop(self, delay: float) -> bool:
         """Sleep `delay` seconds or until stop is requested; True if stop was requested."""
         try:
-            await asyncio.wait_for(self._stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
         except TimeoutError:
             return False
         return True

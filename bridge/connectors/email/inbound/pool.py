@@ -52,7 +52,8 @@ class _Worker:
         )
         worker = cls(proc)
         try:
-            status, _ = await asyncio.wait_for(worker._read(), _START_TIMEOUT_S)
+            async with asyncio.timeout(_START_TIMEOUT_S):
+                status, _ = await worker._read()
         except (TimeoutError, asyncio.IncompleteReadError, pickle.UnpicklingError):
             await worker.kill()
             raise ParserUnavailable("the mail parser could not be started") from None
@@ -90,7 +91,8 @@ class _Worker:
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
         try:
-            await asyncio.wait_for(self.proc.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.proc.wait()
         except TimeoutError:
             self.proc.kill()
         await self._reap()
@@ -161,7 +163,8 @@ class ParserPool:
         keep = False
         try:
             try:
-                result = await asyncio.wait_for(worker.run(raw, limits), limits.time_budget_s)
+                async with asyncio.timeout(limits.time_budget_s):
+                    result = await worker.run(raw, limits)
             except TimeoutError:
                 raise MailRejected("the message took too long to process") from None
             except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):

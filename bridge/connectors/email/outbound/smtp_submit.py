@@ -11,7 +11,6 @@ from email.message import EmailMessage
 import ipaddress
 import logging
 import ssl
-from typing import Literal
 
 import aiosmtplib
 from aiosmtplib import (
@@ -33,11 +32,10 @@ from ..sasl import (
     failure_reply,
     initial_response,
 )
+from ..security import SECURITY_MODES, SECURITY_MODES_TEXT, Security
 
 log = logging.getLogger(__name__)
 
-Security = Literal["tls", "starttls", "plain"]
-SECURITY_MODES: tuple[Security, ...] = ("tls", "starttls", "plain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +189,8 @@ def _connect_failure(exc: BaseException, account: SmtpAccount) -> SmtpError:
 
 def _check_account(account: SmtpAccount) -> None:
     if account.security not in SECURITY_MODES:
-        raise SmtpConfigError(f"unknown connection security {account.security!r}")
+        raise SmtpConfigError(
+            f"unknown SMTP security mode {account.security!r} (use one of {SECURITY_MODES_TEXT})")
     if account.security == "plain" and not _is_loopback(account.host):
         raise SmtpConfigError(
             "unencrypted SMTP is only allowed to this machine; use TLS or STARTTLS"
