@@ -1,4 +1,8 @@
-"""RFC 3676 format=flowed: joining soft line breaks back into paragraphs."""
+"""RFC 3676 format=flowed: joining soft line breaks back into paragraphs.
+
+Hand-written: the one package for it on PyPI (formatflowed) was last released in 2016, and only
+the decoding half is needed here.
+"""
 
 from __future__ import annotations
 
