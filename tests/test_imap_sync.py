@@ -507,6 +507,35 @@ async def test_uidvalidity_change_delivers_only_unknown_message_ids(harness: Har
     assert len(sink.mails) == 4
 
 
+async def test_uidvalidity_change_loses_no_mail_beyond_the_backfill_count(harness: Harness) -> None:
+    account = await harness.account("bob")
+    await harness.append("bob", "Lists", make_mail("<m0@x>"), create=True)
+    await harness.append("bob", "Lists", make_mail("<m1@x>"))
+    sync, sink, checkpoints, _ = harness.engine(
+        account, folders=["Lists"], backfill=Backfill(max_age_days=30, max_messages=3)
+    )
+    await sync.run_once()
+    assert sink.ids == ["<m0@x>", "<m1@x>"]
+
+    def recreate() -> None:
+        client = harness.stack.imap_client("bob")
+        try:
+            assert client.delete("Lists")[0] == "OK"
+            assert client.create("Lists")[0] == "OK"
+        finally:
+            client.logout()
+
+    await asyncio.to_thread(recreate)
+    await harness.append("bob", "Lists", make_mail("<m0@x>"))
+    await harness.append("bob", "Lists", make_mail("<m1@x>"))
+    arrived = [f"<while-away{i}@x>" for i in range(8)]
+    for mid in arrived:
+        await harness.append("bob", "Lists", make_mail(mid))
+    await sync.run_once()
+    assert sink.ids == ["<m0@x>", "<m1@x>", *arrived]
+    assert checkpoints.data["Lists"].last_uid == 10
+
+
 async def test_server_kick_reconnects_and_loses_nothing(harness: Harness) -> None:
     account = await harness.account("carol")
     sync, sink, checkpoints, recorder = harness.engine(account)

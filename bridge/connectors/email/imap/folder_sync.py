@@ -20,7 +20,7 @@ from .sink import FetchedMail, MailSink
 log = logging.getLogger(__name__)
 
 FULL_ITEMS = "(UID FLAGS INTERNALDATE BODY.PEEK[])"
-MESSAGE_ID_ITEMS = "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+MESSAGE_ID_ITEMS = "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
 MESSAGE_ID_SECTION = "BODY[HEADER.FIELDS (MESSAGE-ID)]"
 SIZE_CHUNK = 1000
 HEADER_CHUNK = 500
@@ -139,32 +139,47 @@ class FolderSyncer:
     async def _resync(
         self, conn: ImapConnection, folder: str, status: MailboxStatus, checkpoint: Checkpoint
     ) -> int:
+        """Deliver the mail of the new folder state that is not known by Message-ID: whatever
+        the backfill window holds, and everything that arrived since the newest known mail
+        (however much that is: mail that came while the bridge was away is not lost)."""
         log.warning(
             "%s: UIDVALIDITY changed from %d to %d; delivering only unknown Message-IDs",
             folder,
             checkpoint.uidvalidity,
             status.uidvalidity,
         )
-        window = await self._window(conn)
-        unknown: list[int] = []
-        for chunk in _chunks(window, HEADER_CHUNK):
+        everything = sorted(set(await conn.uid_search("ALL")))
+        unknown: dict[int, datetime | None] = {}
+        newest_known: datetime | None = None
+        for chunk in _chunks(everything, HEADER_CHUNK):
             records = await conn.uid_fetch(chunk, MESSAGE_ID_ITEMS)
             for rec in sorted((r for r in records if r.uid is not None), key=_uid):
                 message_id = message_id_of(rec.sections.get(MESSAGE_ID_SECTION))
                 # without a Message-ID we cannot tell: deliver (a duplicate beats a loss)
                 if message_id is None or not await self._sink.is_known(message_id):
-                    unknown.append(_uid(rec))
+                    unknown[_uid(rec)] = rec.internal_date
+                elif rec.internal_date is not None and (
+                    newest_known is None or rec.internal_date > newest_known
+                ):
+                    newest_known = rec.internal_date
+        window = set(await self._window(conn))
+        due = [
+            uid for uid, date in unknown.items()
+            if uid in window or (newest_known is not None and (date is None or date >= newest_known))
+        ]
+        log.info("%s: %d of %d message(s) to deliver after the UIDVALIDITY change", folder,
+                 len(due), len(everything))
         # checkpoints keep the old UIDVALIDITY until the end: an interrupted recovery is redone
         delivered = await self._fetch_and_deliver(
             conn,
             folder,
             status.uidvalidity,
-            unknown,
+            sorted(due),
             backfill=True,
             checkpoint_each=False,
             not_before=self._cutoff(),
         )
-        await self._finish(conn, folder, status, window)
+        await self._finish(conn, folder, status, everything)
         return delivered
 
     # ------------------------------------------------------------------ helpers
