@@ -1,10 +1,14 @@
-"""Inbound mail across crashes at exact instructions: real Postfix, Dovecot and Synapse; the crash
-itself is played by raising from the step after which the process would die."""
+"""Mail across crashes at exact instructions, both directions: real Postfix, Dovecot and Synapse;
+the crash itself is played by raising from the step after which the process would die."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+import time
+from typing import Any
+import uuid
 
 import pytest
 
@@ -13,8 +17,11 @@ from bridge.connectors.email.db import MailIndexRow
 from bridge.core.bridge import Bridge
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
-from tests.helpers.email_e2e import by_body, logged_in, mail
+from tests.helpers.email_e2e import by_body, logged_in, mail, mails_in
 from tests.helpers.harness import start_bridge
+from tests.test_email_outbound_e2e import People, for_event, people, start_chat
+
+__all__ = ["people"]  # the correspondents' mailboxes fixture, shared with the outbound tests
 
 pytestmark = pytest.mark.servers
 
@@ -69,3 +76,83 @@ async def test_crash_between_posting_and_indexing_keeps_the_thread_in_its_room(
     assert threaded["content"]["m.relates_to"]["event_id"] == root["event_id"]
     indexed = await client.mail_index.get(client.login.login_id, first["Message-ID"])
     assert indexed is not None and indexed.portal_id == "dm:hal@example.org"
+
+
+async def wait_copy_made(bridge: Bridge, event_id: str, timeout: float = 30.0) -> None:
+    """Wait until the outbox row of `event_id` no longer owes its Sent-folder copy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owed = await bridge.connector_db.fetchval(
+            "SELECT copy_pending FROM email_outbox WHERE event_id=$1", event_id)
+        if owed is not None and not owed:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Sent copy of {event_id} is still owed ({owed})")
+        await asyncio.sleep(0.1)
+
+
+async def sent_copies(mail_stack: MailStack, me: str, event_id: str) -> int:
+    return len([m for m in await mails_in(mail_stack, me, "\\Sent") if for_event(event_id)(m)])
+
+
+async def crash_around_the_sent_copy(
+    email_config: Path, user: MatrixTestClient, mail_stack: MailStack, mailbox: tuple[str, str],
+    recipient: str, monkeypatch: pytest.MonkeyPatch, *, after_append: bool,
+) -> tuple[Bridge, str]:
+    """Send one mail and crash right before (or right after) its APPEND to Sent; returns the
+    restarted bridge and the Matrix event of the mail."""
+    first = await start_bridge(email_config, connector_name="email")
+    try:
+        management = await logged_in(first, user, mail_stack, mailbox)
+        room = await start_chat(first, user, management, recipient)
+        client = email_client(first, user)
+        crashed = asyncio.Event()
+        if after_append:
+            target, name = client.outbox.table, "copy_done"
+        else:
+            target, name = client, "copy_to_sent"
+        real = getattr(target, name)
+
+        async def dies(*args: Any) -> Any:
+            if not crashed.is_set():
+                if after_append:
+                    await real(*args)
+                crashed.set()
+                raise SimulatedCrash()
+            return await real(*args)
+
+        monkeypatch.setattr(target, name, dies)
+        event_id = await user.send_text(room, f"Subject: Filed once\nmail {uuid.uuid4().hex}")
+        await asyncio.wait_for(crashed.wait(), 30)
+    finally:
+        await first.stop()
+    assert await sent_copies(mail_stack, mailbox[0], event_id) == (1 if after_append else 0)
+    return await start_bridge(email_config, connector_name="email"), event_id
+
+
+async def test_sent_copy_owed_at_a_crash_is_made_after_the_restart(
+    email_config: Path, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+    people: People, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user = await matrix_user()
+    bridge, event_id = await crash_around_the_sent_copy(
+        email_config, user, mail_stack, mailbox, people.bob, monkeypatch, after_append=False)
+    try:
+        await wait_copy_made(bridge, event_id)
+        assert await sent_copies(mail_stack, mailbox[0], event_id) == 1
+    finally:
+        await bridge.stop()
+
+
+async def test_sent_copy_made_just_before_a_crash_is_not_made_twice(
+    email_config: Path, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+    people: People, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user = await matrix_user()
+    bridge, event_id = await crash_around_the_sent_copy(
+        email_config, user, mail_stack, mailbox, people.bob, monkeypatch, after_append=True)
+    try:
+        await wait_copy_made(bridge, event_id)
+        assert await sent_copies(mail_stack, mailbox[0], event_id) == 1
+    finally:
+        await bridge.stop()

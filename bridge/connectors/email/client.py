@@ -33,7 +33,7 @@ from ...network import (
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
-from .imap import Backfill, ImapAccount, ImapError, ImapOps, ImapSync, SyncState
+from .imap import Backfill, ImapAccount, ImapError, ImapFolderError, ImapOps, ImapSync, SyncState
 from .outbound import clean_display_name, event_id_hash_from_message_id
 from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount
@@ -129,12 +129,19 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         await self.bridge.send_login_state(
             self.login.login_id, LoginStateEvent(LoginState.BAD_CREDENTIALS, f"SMTP: {reason}"))
 
-    async def append_to_sent(self, raw: bytes) -> None:
+    async def copy_to_sent(self, raw: bytes, message_id: str) -> bool:
+        """Put a sent mail into the Sent folder once (kept if a copy with its Message-ID is
+        there already). False: the server could not be reached, try again later."""
         try:
-            result = await ImapOps(self.imap_account()).append(raw)
-            log.debug("Appended sent mail to %s", result.folder)
+            result = await ImapOps(self.imap_account()).append(raw, unless_message_id=message_id)
+        except ImapFolderError as e:
+            log.warning("Not copying sent mail to %s: %s", self.address, e.reason)
+            return True
         except ImapError as e:
-            log.warning("Could not copy a sent mail to the Sent folder of %s: %s", self.address, e.reason)
+            log.warning("Could not copy a sent mail to the Sent folder of %s yet: %s", self.address, e.reason)
+            return False
+        log.debug("Sent mail %s is in %s", message_id, result.folder)
+        return True
 
     async def composed_here(self, message_id: str) -> bool:
         """Whether this login composed the mail `message_id` from a Matrix event."""

@@ -1,7 +1,13 @@
 """The durable outbox of one login: queued -> sending -> sent / failed, with retries.
 
 A mail is stored whole (its exact bytes) before the Matrix event is acknowledged, so a restart
-resumes without composing it again. Temporary failures (4xx, timeouts, unreachable server) are
+resumes without composing it again. The copy in the Sent folder is owed from the moment the mail
+is marked sent (the same UPDATE) and is made once: after a restart it is made if still owed, and
+skipped if a copy with the mail's Message-ID is already there.
+
+The one window SMTP leaves open: a crash after the server has taken the mail (its 250 reply)
+and before the row says so makes the mail go out again after the restart: the recipients get it
+twice, with the same Message-ID (clients that collapse duplicates show it once). Temporary failures (4xx, timeouts, unreachable server) are
 retried on the configured schedule; permanent ones (5xx) fail at once, per recipient where the
 server says so. The room shows the outcome through the core's send-status reporting.
 """
@@ -27,6 +33,12 @@ if TYPE_CHECKING:
     from .client import EmailClient
 
 log = logging.getLogger("letterbox.email.outbox")
+
+
+#: Marks the outbox row of a later attempt for recipients that were refused temporarily.
+RETRY_MARK = "#retry"
+#: How long a Sent-folder copy that could not be made waits before the next try.
+COPY_RETRY_MS = 60_000
 
 
 def _now_ms() -> int:
@@ -60,7 +72,12 @@ class Outbox:
             try:
                 for row in await self.table.due(login_id, _now_ms()):
                     await self._send(row)
+                copies_owed = False
+                for row in await self.table.copies_pending(login_id):
+                    copies_owed |= not await self._copy_to_sent(row)
                 next_due = await self.table.next_due_time(login_id)
+                if copies_owed:
+                    next_due = min(next_due or COPY_RETRY_MS + _now_ms(), COPY_RETRY_MS + _now_ms())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -113,7 +130,9 @@ class Outbox:
         await self.client.bridge.report_send_status(portal, row.event_id, delivered=False, reason=reply)
 
     async def _sent(self, row: OutboxRow, portal: PortalRef, result: SubmitResult) -> None:
-        await self.table.set_state(row.event_id, OutboxState.SENT, attempts=row.attempts + 1)
+        # A retry for refused recipients is the same mail: its copy is the first send's.
+        await self.table.mark_sent(row.event_id, attempts=row.attempts + 1,
+                                   copy_to_sent=RETRY_MARK not in row.event_id)
         log.info("Mail %s accepted for %s", row.message_id, result.accepted)
         if result.permanent_refused:
             refused = "; ".join(f"{a}: {c} {t}" for a, (c, t) in result.permanent_refused.items())
@@ -121,14 +140,22 @@ class Outbox:
                                                    f"Not delivered to {refused}", reply_to_event=row.event_id)
         if result.transient_refused:
             retry = OutboxRow(
-                event_id=f"{row.event_id}#retry{row.attempts + 1}", login_id=row.login_id,
+                event_id=f"{row.event_id}{RETRY_MARK}{row.attempts + 1}", login_id=row.login_id,
                 portal_id=row.portal_id, room_id=row.room_id, message_id=row.message_id, raw=row.raw,
                 recipients=list(result.transient_refused), attempts=1,
                 next_attempt=_now_ms() + int(self.client.connector.config.retry_schedule[0] * 1000),
             )
             await self.table.insert(retry)
         await self.client.bridge.report_send_status(portal, row.event_id, delivered=True)
-        await self.client.append_to_sent(row.raw)
+        if RETRY_MARK not in row.event_id:
+            await self._copy_to_sent(row)
+
+    async def _copy_to_sent(self, row: OutboxRow) -> bool:
+        """The Sent-folder copy owed for `row`, once; False if it must be tried again later."""
+        if not await self.client.copy_to_sent(row.raw, row.message_id):
+            return False
+        await self.table.copy_done(row.event_id)
+        return True
 
 
 def _server_reply(exc: SmtpError) -> str:

@@ -88,6 +88,25 @@ class OutboxTable:
             event_id, state.value, attempts, next_attempt, last_error,
         )
 
+    async def mark_sent(self, event_id: str, *, attempts: int, copy_to_sent: bool) -> None:
+        """Delivered; with `copy_to_sent` the Sent-folder copy is owed from now on (one UPDATE,
+        so a crash cannot lose the debt between the two)."""
+        await self.db.execute(
+            "UPDATE email_outbox SET state='sent', attempts=$2, copy_pending=$3 WHERE event_id=$1",
+            event_id, attempts, copy_to_sent,
+        )
+
+    async def copies_pending(self, login_id: str) -> list[OutboxRow]:
+        rows = await self.db.fetch(
+            f"""SELECT {_COLUMNS} FROM email_outbox WHERE login_id=$1 AND state='sent' AND copy_pending
+                ORDER BY created_at""",
+            login_id,
+        )
+        return [OutboxRow.from_record(r) for r in rows]
+
+    async def copy_done(self, event_id: str) -> None:
+        await self.db.execute("UPDATE email_outbox SET copy_pending=false WHERE event_id=$1", event_id)
+
     async def sent_in_last_hour(self, login_id: str, now_ms: int) -> int:
         return int(await self.db.fetchval(
             "SELECT COUNT(*) FROM email_outbox WHERE login_id=$1 AND created_at > $2",

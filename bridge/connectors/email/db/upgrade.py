@@ -52,3 +52,9 @@ async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("CREATE INDEX email_outbox_due_idx ON email_outbox (state, next_attempt)")
+
+
+@upgrade_table.register(description="Sent-folder copies as part of the durable outbox state")
+async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
+    # Set together with state 'sent'; cleared once the copy is in the Sent folder.
+    await conn.execute("ALTER TABLE email_outbox ADD COLUMN copy_pending BOOLEAN NOT NULL DEFAULT false")

@@ -73,20 +73,21 @@ class ImapOps:
 
     async def find_uid_by_message_id(self, folder: str, message_id: str) -> int | None:
         """UID of the (lowest-UID) message in `folder` whose Message-ID equals `message_id`."""
+        async with self._session() as conn:
+            return await self._uid_by_message_id(conn, folder, message_id)
+
+    async def _uid_by_message_id(self, conn: ImapConnection, folder: str, message_id: str) -> int | None:
         wanted = " ".join(message_id.split())
         if not wanted or not wanted.isascii():
             return None
-        async with self._session() as conn:
-            await conn.select(folder)
-            candidates = await conn.uid_search("HEADER", "Message-ID", quote(wanted))
-            if not candidates:
-                return None
-            # SEARCH HEADER matches substrings: confirm the exact value
-            for rec in sorted(
-                await conn.uid_fetch(candidates, MESSAGE_ID_ITEMS), key=lambda r: r.uid or 0
-            ):
-                if message_id_of(rec.sections.get(MESSAGE_ID_SECTION)) == wanted:
-                    return rec.uid
+        await conn.select(folder)
+        candidates = await conn.uid_search("HEADER", "Message-ID", quote(wanted))
+        if not candidates:
+            return None
+        # SEARCH HEADER matches substrings: confirm the exact value
+        for rec in sorted(await conn.uid_fetch(candidates, MESSAGE_ID_ITEMS), key=lambda r: r.uid or 0):
+            if message_id_of(rec.sections.get(MESSAGE_ID_SECTION)) == wanted:
+                return rec.uid
         return None
 
     async def special_use_folder(self, flag: str) -> str | None:
@@ -101,8 +102,13 @@ class ImapOps:
         folder_special_use: str = "\\Sent",
         flags: Sequence[str] = ("\\Seen",),
         date: datetime | None = None,
+        unless_message_id: str | None = None,
     ) -> AppendResult:
-        """APPEND `raw` to the folder found by SPECIAL-USE (falling back to usual names)."""
+        """APPEND `raw` to the folder found by SPECIAL-USE (falling back to usual names).
+
+        With `unless_message_id`, a message with that Message-ID already in the folder is kept
+        instead (its UID returned, uidvalidity None): an append repeated after a crash is a no-op.
+        """
         async with self._session() as conn:
             folder = await self._special_use(conn, folder_special_use, fallback=True)
             if folder is None:
@@ -110,6 +116,10 @@ class ImapOps:
                     folder_special_use,
                     f"the mailbox has no {folder_special_use.lstrip(chr(92))} folder",
                 )
+            if unless_message_id is not None:
+                existing = await self._uid_by_message_id(conn, folder, unless_message_id)
+                if existing is not None:
+                    return AppendResult(folder=folder, uidvalidity=None, uid=existing)
             appended = await conn.append(folder, raw, flags=flags, date=date)
         uidvalidity, uid = appended if appended else (None, None)
         return AppendResult(folder=folder, uidvalidity=uidvalidity, uid=uid)
