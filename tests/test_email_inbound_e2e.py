@@ -20,7 +20,7 @@ from bridge.core.bridge import Bridge
 from devstack.bot_flows import email_login, management_room, wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
-from tests.helpers.email_e2e import by_body, logged_in, mail, servers, wait_in_inbox
+from tests.helpers.email_e2e import by_body, logged_in, mail, mails_in, servers, wait_in_inbox
 from tests.helpers.harness import start_bridge
 
 pytestmark = pytest.mark.servers
@@ -47,19 +47,16 @@ async def test_mail_arrives_in_rooms_and_threads(
     await logged_in(email_bridge, user, mail_stack, mailbox)
 
     first = mail("Bob Example <bob@example.org>", [me], "Lunch on Friday?", "Shall we meet at noon?")
-    sent_at = time.monotonic()
     mail_stack.deliver(first.as_bytes(), [me], "bob@example.org")
     dm = await user.wait_for_room_invite(timeout=20)
     await user.join(dm)
     root = await user.wait_for_event(dm, by_body("Shall we meet at noon?"))
-    latency = time.monotonic() - sent_at
     ghost = email_bridge.ghosts.mxid("bob@example.org")
     assert root["sender"] == ghost
     assert "<strong>Lunch on Friday?</strong>" in root["content"]["formatted_body"]
     assert root["content"]["m.mentions"] == {}
     state = {(e["type"], e.get("state_key")): e["content"] for e in await user.room_state(dm)}
     assert state[("m.room.member", ghost)]["displayname"] == "Bob Example (bob@example.org)"
-    assert latency < 10, latency  # the 2 s figure is measured by bench/inbound_latency.py
 
     reply = mail("Bob Example <bob@example.org>", [me], "Re: Lunch on Friday?",
                  "Or 1pm?\n\nOn Mon, Bob wrote:\n> Shall we meet at noon?\n", reply_to=first)
@@ -223,6 +220,19 @@ def stored_message(mail_stack: MailStack, address: str, subject: str) -> bytes:
         imap.logout()
 
 
+async def wait_checkpoint(bridge: Bridge, folder: str, uid: int, timeout: float = 15.0) -> None:
+    """Until the bridge's sync of `folder` has handled everything up to `uid`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = await bridge.connector_db.fetchval(
+            "SELECT last_uid FROM email_folder_checkpoint WHERE folder=$1", folder)
+        if last is not None and last >= uid:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the bridge did not sync {folder} up to UID {uid} (at {last})")
+        await asyncio.sleep(0.05)
+
+
 def nested(depth: int) -> bytes:
     parts = "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth))
     closing = "".join(f"\r\n--b{i}--\r\n" for i in reversed(range(depth)))
@@ -254,7 +264,9 @@ async def test_own_mail_duplicates_and_broken_mail(
     marker = mail("Frank <frank@example.org>", [me], "Later", "after the copies")
     mail_stack.deliver(marker.as_bytes(), [me], "frank@example.org")
     await user.wait_for_event(dm, by_body("after the copies"))
-    await asyncio.sleep(1.5)  # one more poll of Sent
+    # Both copies handled: the one in Sent too (its folder checkpoint passed it).
+    copy = next(m for m in await mails_in(mail_stack, me, "Sent") if m.message_id == twice["Message-ID"])
+    await wait_checkpoint(email_bridge, "Sent", copy.uid)
     await user.sync_once(timeout_ms=0)
     assert len([e for e in user.messages(dm) if "only once please" in e["content"].get("body", "")]) == 1
 
