@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -89,7 +90,7 @@ async def test_message_after_logout_gets_a_failed_status_and_a_notice(
     user = await matrix_user()
     room = await management_room(bridge, user)
     portal = await portal_with(bridge, user, room, "gone", "fred")
-    await user.send_text(room, "logout gone")
+    await user.send_text(room, "logout gone --keep-rooms")
     await wait_notice(user, room, bridge.bot_mxid, "Logged out of gone")
     lost = await user.send_text(portal, "are you still there?")
     status = await user.wait_for(status_of(user, portal, lost))
@@ -189,3 +190,47 @@ async def test_start_chat_answers_with_a_link_to_the_room(bridge: Bridge, matrix
     answer = (await wait_notice(user, room, bridge.bot_mxid, "Created a chat with ivy"))[-1]
     invited = await user.wait_for_room_invite()
     assert answer.endswith(f"https://matrix.to/#/{quote(invited, safe='')}"), answer
+
+
+async def wait_removed(user: MatrixTestClient, *rooms: str, timeout: float = 15.0) -> None:
+    """Until the homeserver no longer counts the user in any of `rooms` (a removed user's own
+    sync does not carry the room's timeline any more)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        joined = set((await user.request("GET", "/joined_rooms"))["joined_rooms"])
+        if not joined & set(rooms):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still in {joined & set(rooms)}")
+        await user.sync_once(timeout_ms=500)
+
+
+async def test_delete_portal_empties_the_room_and_the_next_message_opens_a_new_one(
+    bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    portal = await portal_with(bridge, user, room, "deleter", "jill")
+    await user.send_text(portal, "!lb delete-portal")
+    await wait_removed(user, portal)
+    assert await bridge.portals_table.get("dm:jill", "loop:deleter") is None
+    await bridge.connector.clients["loop:deleter"].receive("jill", "me again")  # type: ignore[attr-defined]
+    fresh = await user.wait_for_room_invite()
+    assert fresh != portal
+
+
+async def test_logout_offers_to_remove_its_rooms_and_space(bridge: Bridge, matrix_user: MakeUser) -> None:
+    user = await matrix_user()
+    room = await management_room(bridge, user)
+    portal = await portal_with(bridge, user, room, "tidy", "kate")
+    space = (await bridge.logins_table.get("loop:tidy")).space_room  # type: ignore[union-attr]
+    assert space
+    await user.join(space)
+    await user.send_text(room, "logout tidy")
+    offer = (await wait_notice(user, room, bridge.bot_mxid, "--delete-rooms"))[-1]
+    assert "1 room and a space" in offer and "--keep-rooms" in offer
+    assert await bridge.logins_table.get("loop:tidy") is not None  # nothing done yet
+    await user.send_text(room, "logout tidy --delete-rooms")
+    await wait_notice(user, room, bridge.bot_mxid, "Logged out of tidy. Removed its 1 room and its space")
+    await wait_removed(user, portal, space)
+    assert await bridge.logins_table.get("loop:tidy") is None

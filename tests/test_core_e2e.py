@@ -108,7 +108,7 @@ async def test_start_chat_and_commands(bridge: Bridge, matrix_user: MakeUser) ->
     await user.join(invite)
     await user.send_text(room, "frobnicate")
     await wait_notice(user, room, bridge.bot_mxid, "That is not a command I know")
-    await user.send_text(room, "logout starter")
+    await user.send_text(room, "logout starter --keep-rooms")
     await wait_notice(user, room, bridge.bot_mxid, "Logged out of starter")
     assert await bridge.logins_table.get("loop:starter") is None
 

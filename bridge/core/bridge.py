@@ -464,6 +464,18 @@ class Bridge:
         self.logins.pop(login.id, None)
         await self.logins_table.delete(login.id)
 
+    async def forget_portal(self, portal: Portal) -> None:
+        """Drop a portal from memory and the database (its room is left as it is)."""
+        key = (portal.row.id, str(portal.login.id))
+        if self.portals.get(key) is portal:
+            del self.portals[key]
+        await portal.stop()
+        await self.portals_table.delete(portal.row.id, portal.login.id)
+
+    def ghost_intent(self, mxid: str) -> IntentAPI:
+        assert self.az is not None, "bridge not started"
+        return self.az.intent(UserID(mxid))
+
     def logins_of(self, mxid: str) -> list[UserLogin]:
         return [lg for lg in self.logins.values() if lg.row.user_mxid == mxid]
 

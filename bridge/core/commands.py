@@ -22,8 +22,10 @@ from ..network import (
     LoginStepKind,
     StartChatHandler,
 )
+from .chat_commands import ChatCommands
 from .help_text import HelpEntry, render_help
 from .permissions import Level
+from .room_cleanup import delete_login_rooms
 from .user import LoginFlow, User
 from .user_login import STATE_TEXT, UserLogin
 
@@ -88,6 +90,7 @@ class CommandProcessor:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.commands: dict[str, Command] = {}
+        chats = ChatCommands(self)
         for cmd in (
             Command("login", self.cmd_login, "Log in to a mailbox, step by step (in a private chat "
                     "with me).", "login [key=value …]", management_only=True, group=ACCOUNTS),
@@ -102,6 +105,13 @@ class CommandProcessor:
                     group=ACCOUNTS),
             Command("start-chat", self.cmd_start_chat, "Open a chat with someone new.",
                     "start-chat <identifier> [--login <login>]", group=CHATS),
+            Command("sync", chats.cmd_sync, "Check for new messages now.",
+                    "sync [--login <login>]", group=ACCOUNTS),
+            Command("backfill", chats.cmd_backfill, "Bring in older messages of this room "
+                    "(or, in a chat with me, of the whole account).",
+                    "backfill [n] [--login <login>]", group=CHATS),
+            Command("delete-portal", chats.cmd_delete_portal, "Leave and forget this room "
+                    "(send it in the room).", "delete-portal", group=CHATS),
             Command("help", self.cmd_help, "This help.", level=Level.RELAY),
             Command("ping", self.cmd_ping, "Check that the bridge is alive and show your logins.",
                     level=Level.RELAY),
@@ -177,6 +187,8 @@ class CommandProcessor:
         await self.reply(evt.room_id, "Your logins:\n" + "\n".join(lines))
 
     async def cmd_logout(self, evt: CommandEvent) -> None:
+        flags = {a for a in evt.args if a in ("--delete-rooms", "--keep-rooms")}
+        evt.args = [a for a in evt.args if a not in flags]
         logins = self.bridge.logins_of(evt.user.mxid)
         if not evt.args:
             if len(logins) != 1:
@@ -184,13 +196,27 @@ class CommandProcessor:
                 return
             login = logins[0]
         else:
-            found = [lg for lg in logins if lg.id == evt.args[0] or lg.row.remote_name == evt.args[0]]
+            found = [lg for lg in logins if evt.args[0] in (lg.id, lg.row.remote_name)]
             if not found:
                 await self.reply(evt.room_id, f"You have no login `{evt.args[0]}`.")
                 return
             login = found[0]
+        name = login.row.remote_name
+        rooms = [r for r in await self.bridge.portals_table.for_receiver(login.id) if r.mxid]
+        if not flags and (rooms or login.row.space_room):
+            await self.reply(evt.room_id, (
+                f"{name} has {len(rooms)} room{'s' if len(rooms) != 1 else ''} and a space. Send\n"
+                f"• `logout {name} --delete-rooms` to log out and remove them, or\n"
+                f"• `logout {name} --keep-rooms` to log out and keep them (their history stays)."))
+            return
+        removed = 0
+        if "--delete-rooms" in flags:
+            removed = await delete_login_rooms(self.bridge, login, f"Logged out of {name}")
         await self.bridge.remove_login(login)
-        await self.reply(evt.room_id, f"Logged out of {login.row.remote_name}.")
+        done = f"Logged out of {name}."
+        if removed:
+            done += f" Removed its {removed} room{'s' if removed != 1 else ''} and its space."
+        await self.reply(evt.room_id, done)
 
     async def chosen_login(self, evt: CommandEvent) -> tuple[UserLogin | None, list[str]]:
         """The login a command is about: `--login <login>`, else the chat's, else the only one.

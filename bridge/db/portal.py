@@ -6,7 +6,7 @@ from typing import Any
 
 from mautrix.util.async_db import Database
 
-from bridge.db.rows import Record
+from bridge.db.rows import Record, transaction
 
 _COLUMNS = "id, receiver, mxid, name, topic, is_direct, in_space, metadata"
 
@@ -57,3 +57,12 @@ class PortalTable:
             p.id, p.receiver, p.mxid, p.name, p.topic, p.is_direct, p.in_space,
             json.dumps(p.metadata),
         )
+
+    async def delete(self, portal_id: str, receiver: str) -> None:
+        """The portal and what hangs on it (its messages, parts being sent)."""
+        async with transaction(self.db) as conn:
+            await conn.execute("DELETE FROM message_part_pending WHERE portal_id=$1 AND receiver=$2",
+                               portal_id, receiver)
+            await conn.execute("DELETE FROM message WHERE portal_id=$1 AND receiver=$2",
+                               portal_id, receiver)
+            await conn.execute("DELETE FROM portal WHERE id=$1 AND receiver=$2", portal_id, receiver)

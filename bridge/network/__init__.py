@@ -8,12 +8,14 @@ interfaces the core probes with `isinstance`.
 from __future__ import annotations
 
 from .capabilities import (
+    BackfillHandler,
     DisplayNameHandler,
     EditHandler,
     ReactionHandler,
     ReadReceiptHandler,
     RedactionHandler,
     StartChatHandler,
+    SyncHandler,
 )
 from .connector import BridgeAPI, LoginAPI, NetworkClient, NetworkConnector
 from .errors import (
@@ -49,6 +51,7 @@ from .state import LoginState, LoginStateEvent
 
 __all__ = [
     "ActionNotSupported",
+    "BackfillHandler",
     "BridgeAPI",
     "ChatInfo",
     "ChatMember",
@@ -86,6 +89,7 @@ __all__ = [
     "RemoteReaction",
     "RemoteReadReceipt",
     "StartChatHandler",
+    "SyncHandler",
     "UserInfo",
     "UserLoginID",
     "is_infrastructure_error",

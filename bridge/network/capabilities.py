@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 
 from .events import ChatInfo
 from .ids import NetworkUserID, PortalID
-from .matrix import MatrixEdit, MatrixReaction, MatrixReadReceipt, MatrixRedaction
+from .matrix import MatrixEdit, MatrixReaction, MatrixReadReceipt, MatrixRedaction, PortalRef
 
 
 class EditHandler(ABC):
@@ -47,3 +47,18 @@ class DisplayNameHandler(ABC):
     @abstractmethod
     async def set_display_name(self, name: str) -> str:
         """Store the new name; returns it as the network will show it."""
+
+
+class SyncHandler(ABC):
+    """`sync`: look for new remote messages now instead of waiting."""
+
+    @abstractmethod
+    async def sync_now(self) -> None: ...
+
+
+class BackfillHandler(ABC):
+    """`backfill <n>`: bring in up to `count` older messages never bridged, of one portal (or of
+    the whole login when `portal` is None). Returns how many were brought in."""
+
+    @abstractmethod
+    async def backfill(self, portal: PortalRef | None, count: int) -> int: ...

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ...network import (
     ActionNotSupported,
+    BackfillHandler,
     BridgeAPI,
     ChatInfo,
     ChatMember,
@@ -26,10 +27,12 @@ from ...network import (
     NetworkClient,
     NetworkUserID,
     PortalID,
+    PortalRef,
     ReactionHandler,
     ReadReceiptHandler,
     RedactionHandler,
     StartChatHandler,
+    SyncHandler,
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
@@ -39,7 +42,7 @@ from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount
 from .outbox import Outbox
 from .receive import InboundPipeline
-from .rooms import ghost_id, user_info
+from .rooms import ghost_id, search_criteria, user_info
 from .send import prepare_mail
 from .servers import ServerSpec
 
@@ -50,7 +53,8 @@ log = logging.getLogger("letterbox.email.client")
 
 
 class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandler,
-                  RedactionHandler, ReactionHandler, DisplayNameHandler):
+                  RedactionHandler, ReactionHandler, DisplayNameHandler, SyncHandler,
+                  BackfillHandler):
     def __init__(self, connector: EmailConnector, login: LoginAPI) -> None:
         self.connector = connector
         self.login = login
@@ -214,6 +218,20 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             await ImapOps(self.imap_account()).set_seen(places)
         except ImapError as e:
             log.warning("Could not mark the mail up to %s as read: %s", receipt.target, e.reason)
+
+    async def sync_now(self) -> None:
+        if self._sync is None:
+            raise ConnectorError("This mailbox is not connected.")
+        await self._sync.check_now()
+
+    async def backfill(self, portal: PortalRef | None, count: int) -> int:
+        if self._sync is None:
+            raise ConnectorError("This mailbox is not connected.")
+        criteria = search_criteria(portal.portal_id if portal else None)
+        try:
+            return await self._sync.backfill_older(count, criteria)
+        except ImapError as e:
+            raise ConnectorError(f"Could not read older mail: {e.reason}") from None
 
     async def set_display_name(self, name: str) -> str:
         try:

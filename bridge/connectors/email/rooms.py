@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import hashlib
 
-from ...network import ChatInfo, ChatMember, NetworkUserID, PortalID, UserInfo
+from ...network import ChatInfo, ChatMember, ConnectorError, NetworkUserID, PortalID, UserInfo
 from .addresses import Mailbox, address_key
 
 
@@ -57,3 +57,26 @@ def room_for(people: list[Mailbox], own: set[str], list_id: str | None, list_nam
     portal = f"group:{joined}" if len(joined) <= 200 else "group:" + hashlib.sha256(joined.encode()).hexdigest()
     name = ", ".join(m.name or m.addr for m in others[:4]) + (f" +{len(others) - 4}" if len(others) > 4 else "")
     return RoomKey(PortalID(portal), ChatInfo(name=name, members=members, is_direct=False))
+
+
+def search_criteria(portal_id: str | None) -> tuple[str, ...]:
+    """IMAP SEARCH criteria for the mail of a room: from its correspondent(s), or of its list."""
+    if portal_id is None:
+        return ("ALL",)
+    kind, _, rest = portal_id.partition(":")
+    if kind == "list":
+        return ("HEADER", "List-Id", _quoted(rest))
+    if kind == "dm" or (kind == "group" and "," in rest):
+        senders = rest.split(",")
+        criteria: tuple[str, ...] = ("FROM", _quoted(senders[-1]))
+        for sender in reversed(senders[:-1]):
+            criteria = ("OR", "FROM", _quoted(sender), *criteria)
+        return criteria
+    raise ConnectorError("Older mail of this room cannot be looked up; try `backfill` in your "
+                         "chat with me for the whole mailbox.")
+
+
+def _quoted(value: str) -> str:
+    if any(c in value for c in '"\\\r\n'):
+        raise ConnectorError("This room's address cannot be searched for.")
+    return f'"{value}"'

@@ -97,6 +97,30 @@ class FolderSyncer:
             if found == 0 and conn.exists_seen == announced:
                 return delivered
 
+    async def backfill_older(self, conn: ImapConnection, folder: str, count: int,
+                             criteria: tuple[str, ...] = ("ALL",)) -> int:
+        """Deliver up to `count` mails of `folder` matching `criteria` that were never bridged,
+        the newest first chosen, handed over oldest first (a user's `backfill`). Only mail at or
+        below the folder's checkpoint is looked at: newer mail is the live sync's."""
+        status = await conn.select(folder)
+        checkpoint = await self._checkpoints.get(folder)
+        uids = sorted(set(await conn.uid_search(*criteria)), reverse=True)
+        if checkpoint is not None and checkpoint.uidvalidity == status.uidvalidity:
+            uids = [u for u in uids if u <= checkpoint.last_uid]
+        chosen: list[int] = []
+        for chunk in _chunks(uids, HEADER_CHUNK):
+            records = await conn.uid_fetch(chunk, MESSAGE_ID_ITEMS)
+            for rec in sorted((r for r in records if r.uid is not None), key=_uid, reverse=True):
+                message_id = message_id_of(rec.sections.get(MESSAGE_ID_SECTION))
+                if message_id is None or not await self._sink.is_known(message_id):
+                    chosen.append(_uid(rec))
+                if len(chosen) >= count:
+                    break
+            if len(chosen) >= count:
+                break
+        return await self._fetch_and_deliver(conn, folder, status.uidvalidity, sorted(chosen),
+                                             backfill=True, checkpoint_each=False)
+
     # ------------------------------------------------------------------ the three cases
 
     async def _catch_up(

@@ -136,6 +136,23 @@ class ImapSync:
             raise
         await conn.close()
 
+    async def backfill_older(self, count: int, criteria: tuple[str, ...] = ("ALL",)) -> int:
+        """On a connection of its own: up to `count` older, never bridged mails of the first
+        folder (INBOX) that match `criteria`. Errors are raised."""
+        conn = await ImapConnection.open(self.account)
+        try:
+            delivered = await self._syncer.backfill_older(conn, self.folders[0], count, criteria)
+        except BaseException:
+            conn.abort()
+            raise
+        await conn.close()
+        return delivered
+
+    async def check_now(self) -> None:
+        """Reconnect and catch up every folder now (also out of a back-off or a refused login)."""
+        await self.stop()
+        await self.start()
+
     # ------------------------------------------------------------------ engine
 
     async def _run(self) -> None:
