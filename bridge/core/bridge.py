@@ -60,6 +60,7 @@ from .intake import Intake
 from .permissions import Level, level_for
 from .portal import Portal
 from .processor import InboxProcessor
+from .public_web import PublicHandler, PublicWeb
 from .secret_input import SecretInput
 from .secrets import SecretBox
 from .sending import send_event
@@ -119,8 +120,9 @@ class Bridge:
         self._portal_lock = asyncio.Lock()
         self.processor = InboxProcessor(self.inbox, self._handle_matrix_event, give_up=self._matrix_event_given_up)
         self.secret_input = SecretInput(self._expects_secret, connector.secret_login_fields)
+        self.public_web = PublicWeb(config.get("bridge.public_url", None) or None)
         self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self.processor.wake,
-                             scrub=self.secret_input.scrub)
+                             scrub=self.secret_input.scrub, public=self.public_web)
         self.encryption: Encryption | None = None
         if config["encryption.allow"]:
             self.encryption = Encryption(
@@ -530,6 +532,12 @@ class Bridge:
             log.exception("Could not add %s to the space of %s", portal.row.mxid, login.id)
 
     # ---------------------------------------------------------------- BridgeAPI
+    def public_url(self, path: str) -> str | None:
+        return self.public_web.url_for(path)
+
+    def add_public_route(self, method: str, path: str, handler: PublicHandler) -> None:
+        self.public_web.add_route(method, path, handler)
+
     def encrypt_secret(self, plaintext: str) -> str:
         return self.secret_box.seal(plaintext)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 import difflib
@@ -415,6 +416,20 @@ class CommandProcessor:
         flow.values = {}
         flow.apply_prefilled()
         await self.reply(flow.room_id, step.instructions)
+        if step.external is not None:
+            self.bridge.spawn(self._external_answers(user, flow, step), f"login-external-{user.mxid}")
+        await self._advance(user)
+
+    async def _external_answers(self, user: User, flow: LoginFlow, step: LoginStep) -> None:
+        """Submit a step's answers that came from outside the room (e.g. an OAuth callback)."""
+        assert step.external is not None
+        try:
+            values = await step.external
+        except asyncio.CancelledError:
+            return  # the login was cancelled or moved on
+        if user.login_flow is not flow or flow.step is not step:
+            return  # answered in the room meanwhile
+        flow.values = dict(values)
         await self._advance(user)
 
     async def redact_secret(self, room_id: str, event_id: str) -> None:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 import secrets as _secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from mautrix.util.config import RecursiveDict
 from ruamel.yaml import YAML
@@ -177,6 +178,13 @@ class Config(RecursiveDict[CommentedMap]):
         for key in ("encryption.rotation.period_ms", "encryption.rotation.messages"):
             if self.require(key, int) <= 0:
                 raise ConfigError(key, "must be a positive number")
+        public_url = self.get("bridge.public_url", None)
+        if public_url is not None:
+            if not isinstance(public_url, str) or not public_url.startswith(("https://", "http://")):
+                raise ConfigError("bridge.public_url", "must be an http(s) URL or null")
+            host = (urlsplit(public_url).hostname or "").lower()
+            if public_url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+                raise ConfigError("bridge.public_url", "must be https:// (http only on loopback)")
         if not isinstance(self.get(f"network.{connector_name}", None), dict):
             raise ConfigError(f"network.{connector_name}", "missing connector section")
 

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ..db import InboxTable
+from .public_web import PublicWeb
 
 log = logging.getLogger("letterbox.intake")
 
@@ -42,8 +43,10 @@ class Intake:
     def __init__(
         self, hs_token: str, inbox: InboxTable, on_new_events: Callable[[], None],
         scrub: Callable[[dict[str, Any]], dict[str, Any]] = lambda event: event,
+        public: PublicWeb | None = None,
     ) -> None:
         self._hs_token = hs_token.encode()
+        self._public = public
         self._inbox = inbox
         # Applied to every event before it is stored: a secret never reaches the database.
         self._scrub = scrub
@@ -60,6 +63,8 @@ class Intake:
     async def _auth_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self._public is not None and self._public.handles(request):
+            return await self._public.dispatch(request)  # browsers: each page checks its own
         if not request.path.startswith(PREFIX):
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
         # Only the Authorization header counts. A token in the query string is never accepted;

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -14,6 +14,7 @@ from .matrix import MatrixMessage, PortalRef
 from .state import LoginStateEvent
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from mautrix.util.async_db import Database, UpgradeTable
 
 
@@ -34,6 +35,14 @@ class BridgeAPI(Protocol):
     def connector_db(self) -> Database: ...
 
     def encrypt_secret(self, plaintext: str) -> str: ...
+
+    def public_url(self, path: str) -> str | None:
+        """The browser-facing URL of `path` under `bridge.public_url`; None when none is set."""
+
+    def add_public_route(
+        self, method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> None:
+        """Serve `handler` at `public_url(path)`. No hs_token: the handler authenticates itself."""
 
     def decrypt_secret(self, token: str) -> str: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -36,6 +37,9 @@ class LoginStep:
     fields: list[LoginField] = field(default_factory=list)
     # Set on COMPLETE: the new, already connected client.
     client: NetworkClient | None = None
+    # Answers that may also arrive from outside the room (an OAuth provider calling the bridge's
+    # public callback): once resolved, the core submits them as if the user had typed them.
+    external: asyncio.Future[dict[str, str]] | None = None
 
 
 class LoginProcess(ABC):

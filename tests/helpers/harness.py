@@ -63,6 +63,11 @@ class BridgeSetup:
         generate(Args, load_connector(connector))  # type: ignore[arg-type]
         return cls(workdir, template, registration, connector, port)
 
+    @property
+    def public_url(self) -> str:
+        """`bridge.public_url` as if a reverse proxy forwarded it to the bridge's listener."""
+        return f"http://127.0.0.1:{self.as_port}/public"
+
     def config_for(self, name: str, *, hs_url: str, db_url: str, network: dict[str, Any] | None = None,
                    core: dict[str, Any] | None = None) -> Path:
         path = self.workdir / f"{name}.yaml"

@@ -37,6 +37,7 @@ from ...network import (
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
 from .imap import Backfill, ImapAccount, ImapError, ImapFolderError, ImapOps, ImapSync, SyncState
+from .oauth.tokens import OAuthTokens, TokenSet
 from .outbound import clean_display_name, event_id_hash_from_message_id
 from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount
@@ -71,26 +72,45 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         self._sync: ImapSync | None = None
         self._state = LoginState.CONNECTING
         self._reaction_notice_rooms: set[str] = set()
+        self.bearer = self._oauth_tokens()
 
     @property
     def bridge(self) -> BridgeAPI:
         return self.connector.bridge
 
     def _password(self) -> str:
+        if self.bearer is not None:
+            return ""
         return self.bridge.decrypt_secret(self.login.metadata["password"])
+
+    def _oauth_tokens(self) -> OAuthTokens | None:
+        """The login's token source when it signed in with OAuth (else it has a password)."""
+        oauth = self.login.metadata.get("oauth")
+        if oauth is None:
+            return None
+        provider = self.connector.oauth_provider(str(oauth["provider"]))
+        if provider is None:
+            raise ConnectorError(f"the sign-in provider {oauth['provider']!r} is no longer "
+                                 "configured on this bridge; ask its administrator")
+        tokens = TokenSet.open(str(oauth["tokens"]), self.bridge.decrypt_secret)
+        return OAuthTokens(provider, tokens, self._save_tokens)
+
+    async def _save_tokens(self, tokens: TokenSet) -> None:
+        self.login.metadata["oauth"]["tokens"] = tokens.seal(self.bridge.encrypt_secret)
+        await self.bridge.save_login_metadata(self.login.login_id, self.login.metadata)
 
     def imap_account(self) -> ImapAccount:
         cfg = self.connector.config
         s = self.imap_spec
         return ImapAccount(s.host, s.port, s.security, self.login.metadata.get("username", self.address),
-                           self._password(), cfg.ca_file, cfg.timeout)
+                           self._password(), cfg.ca_file, cfg.timeout, bearer=self.bearer)
 
     def smtp_account(self) -> SmtpAccount:
         cfg = self.connector.config
         s = self.smtp_spec
         return SmtpAccount(s.host, s.port, s.security,  # type: ignore[arg-type]
                            self.login.metadata.get("username", self.address), self._password(),
-                           cfg.ca_file, cfg.timeout)
+                           cfg.ca_file, cfg.timeout, bearer=self.bearer)
 
     # ---------------------------------------------------------------- lifecycle
     async def connect(self) -> None:

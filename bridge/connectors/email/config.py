@@ -10,6 +10,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from ...network import ConfigError
+from .oauth.providers import OAuthProvider, parse_providers
 
 SECTION = "network.email"
 
@@ -40,6 +41,7 @@ class EmailConfig:
     retry_schedule: list[float]
     send_edits: bool
     send_reactions: bool
+    oauth_providers: tuple[OAuthProvider, ...]
 
     @classmethod
     def defaults(cls) -> EmailConfig:
@@ -98,4 +100,5 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         retry_schedule=[float(x) for x in schedule],
         send_edits=bool(_get(section, "outbound.send_edits", bool)),
         send_reactions=bool(_get(section, "outbound.send_reactions", bool)),
+        oauth_providers=parse_providers(_get(section, "oauth.providers", list)),
     )

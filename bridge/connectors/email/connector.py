@@ -14,6 +14,9 @@ from .db import upgrade_table
 from .inbound.limits import ParseLimits
 from .inbound.pool import close_default_pool
 from .login import PASSWORD_FIELD, EmailLogin
+from .oauth.authorize import CALLBACK_PATH, Authorizations
+from .oauth.callback import CallbackPage
+from .oauth.providers import OAuthProvider
 
 
 class EmailConnector(NetworkConnector):
@@ -25,6 +28,7 @@ class EmailConnector(NetworkConnector):
     def __init__(self) -> None:
         self._bridge: BridgeAPI | None = None
         self.config = EmailConfig.defaults()
+        self.authorizations = Authorizations()
 
     @property
     def bridge(self) -> BridgeAPI:
@@ -51,9 +55,23 @@ class EmailConnector(NetworkConnector):
     async def start(self, bridge: BridgeAPI, config: dict[str, Any]) -> None:
         self._bridge = bridge
         self.config = parse_config(config)
+        bridge.add_public_route("GET", CALLBACK_PATH, CallbackPage(self.authorizations).handle)
 
     async def stop(self) -> None:
         await close_default_pool()  # the mail parser's worker processes
+
+    # ---------------------------------------------------------------- OAuth
+    def oauth_provider_for(self, domain: str) -> OAuthProvider | None:
+        return next((p for p in self.config.oauth_providers if p.serves(domain)), None)
+
+    def oauth_provider(self, provider_id: str) -> OAuthProvider | None:
+        return next((p for p in self.config.oauth_providers if p.id == provider_id), None)
+
+    def oauth_callback_url(self) -> str | None:
+        return self.bridge.public_url(CALLBACK_PATH)
+
+    def oauth_redirect_uri(self, provider: OAuthProvider) -> str:
+        return self.oauth_callback_url() or provider.paste_redirect_uri
 
     def create_login(self, user_mxid: str) -> LoginProcess:
         return EmailLogin(self, user_mxid)

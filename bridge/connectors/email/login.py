@@ -1,4 +1,4 @@
-"""The email login flow: address and password, then the servers (with domain defaults).
+"""The email login flow: the address, then OAuth sign-in or a password, then the servers.
 
 Both servers are tried before anything is saved; each kind of failure gets its own message.
 """
@@ -6,7 +6,7 @@ Both servers are tried before anything is saved; each kind of failure gets its o
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...network import (
     LoginAPI,
@@ -21,10 +21,14 @@ from .addresses import InvalidAddress, address_key, parse_mailbox
 from .imap import ImapAccount, ImapAuthFailed, ImapError
 from .imap import check_login as check_imap
 from .login_problems import describe
+from .oauth.authorize import AuthorizationRefused, PendingAuthorization, parse_answer
+from .oauth.providers import OAuthProvider
+from .oauth.tokens import OAuthTokens, TokenSet, exchange_code
 from .outbound import clean_display_name
 from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError
 from .outbound.smtp_submit import check_login as check_smtp
+from .sasl import BearerUnavailable
 from .servers import ServerSpec, default_spec, parse_spec
 
 if TYPE_CHECKING:
@@ -38,7 +42,8 @@ def _password_field() -> LoginField:
 
 
 class EmailLogin(LoginProcess):
-    """Step 1: address + password. Step 2: IMAP and SMTP servers, defaulting from the domain."""
+    """Step 1: the address. Then either OAuth sign-in (a provider serves the address's domain) or
+    a password and the IMAP and SMTP servers, defaulting from the domain."""
 
     def __init__(self, connector: EmailConnector, user_mxid: str) -> None:
         self.connector = connector
@@ -48,24 +53,27 @@ class EmailLogin(LoginProcess):
         self.password = ""
         self.imap_spec: ServerSpec | None = None
         self.smtp_spec: ServerSpec | None = None
+        self.provider: OAuthProvider | None = None
+        self.pending: PendingAuthorization | None = None
+        self.tokens: TokenSet | None = None
+        self._name_default = ""
 
     async def start(self) -> LoginStep:
         return LoginStep(
             kind=LoginStepKind.USER_INPUT,
-            step_id="credentials",
-            instructions="Log in to your mailbox. App passwords work too.",
-            fields=[
-                LoginField("address", "Email address", "the address you log in with"),
-                _password_field(),
-            ],
+            step_id="address",
+            instructions="Log in to your mailbox.",
+            fields=[LoginField("address", "Email address", "the address you log in with")],
         )
 
     def prefill_fields(self) -> list[str]:
-        return ["address", "password", "name", "imap", "smtp"]
+        return ["address", PASSWORD_FIELD, "name", "imap", "smtp"]
 
     async def submit(self, values: dict[str, str]) -> LoginStep:
         if "address" in values:
-            return await self._credentials(values)
+            return await self._address(values["address"], values.get("name"))
+        if "redirect" in values:
+            return await self._provider_answer(values["redirect"])
         if "imap" in values:
             self.imap_spec = parse_spec("imap", values["imap"])
             self.smtp_spec = parse_spec("smtp", values["smtp"])
@@ -73,22 +81,44 @@ class EmailLogin(LoginProcess):
                 self.display_name = clean_display_name(values.get("name", ""), "name")
             except ComposeError as e:
                 raise LoginFailed(f"That name cannot be used: {e.reason}", fields=("name",)) from None
-        elif PASSWORD_FIELD in values:  # a new password after the servers refused the old one
+        elif PASSWORD_FIELD in values:  # the password, or a new one after the servers refused it
+            if not values[PASSWORD_FIELD]:
+                raise LoginFailed("The password must not be empty.", fields=(PASSWORD_FIELD,))
             self.password = values[PASSWORD_FIELD]
+            if self.imap_spec is None:
+                return self._servers_step()
         return await self._check_servers()
 
-    async def _credentials(self, values: dict[str, str]) -> LoginStep:
+    async def cancel(self) -> None:
+        if self.pending is not None:
+            self.connector.authorizations.drop(self.pending)
+            self.pending = None
+
+    async def _address(self, value: str, name: str | None) -> LoginStep:
         try:
-            mailbox = parse_mailbox(values["address"])
+            mailbox = parse_mailbox(value)
         except InvalidAddress as e:
             raise LoginFailed(f"That is not an email address: {e.reason}",
                               fields=("address",)) from None
-        if not values.get(PASSWORD_FIELD):
-            raise LoginFailed("The password must not be empty.", fields=(PASSWORD_FIELD,))
         self.address = mailbox.addr
-        self.password = values[PASSWORD_FIELD]
-        name = mailbox.name or await self.connector.bridge.matrix_display_name(self.user_mxid) or ""
-        domain = mailbox.domain
+        self._name_default = (mailbox.name
+                              or await self.connector.bridge.matrix_display_name(self.user_mxid)
+                              or "")
+        self.provider = self.connector.oauth_provider_for(mailbox.domain)
+        if self.provider is not None:
+            try:
+                self.display_name = clean_display_name(name or self._name_default, "name")
+            except ComposeError:
+                self.display_name = ""
+            return self._oauth_step(self.provider)
+        return self._password_step()
+
+    def _password_step(self) -> LoginStep:
+        return LoginStep(kind=LoginStepKind.USER_INPUT, step_id="credentials",
+                         instructions="App passwords work too.", fields=[_password_field()])
+
+    def _servers_step(self) -> LoginStep:
+        domain = self.address.rsplit("@", 1)[1]
         return LoginStep(
             kind=LoginStepKind.USER_INPUT,
             step_id="servers",
@@ -97,21 +127,82 @@ class EmailLogin(LoginProcess):
                 LoginField("imap", "IMAP server", "for receiving", default=str(default_spec("imap", domain))),
                 LoginField("smtp", "SMTP server", "for sending", default=str(default_spec("smtp", domain))),
                 LoginField("name", "Your name", "shown beside your address in the mail you send",
-                           default=name or None, optional=True),
+                           default=self._name_default or None, optional=True),
             ],
         )
+
+    # ---------------------------------------------------------------- OAuth
+    def _oauth_step(self, provider: OAuthProvider) -> LoginStep:
+        redirect_uri = self.connector.oauth_redirect_uri(provider)
+        self.pending = self.connector.authorizations.begin(provider, redirect_uri, self.address)
+        if self.connector.oauth_callback_url() is not None:
+            after = "After you approve, this chat continues by itself."
+        else:
+            after = ("After you approve, your browser opens an address that does not load: copy "
+                     "that whole address from the address bar and send it here.")
+        return LoginStep(
+            kind=LoginStepKind.USER_INPUT, step_id="oauth",
+            instructions=(f"Sign in with {provider.name}: {self.pending.url}\n"
+                          f"The link works once, for 10 minutes. {after} "
+                          "Send `password` to use a password instead."),
+            fields=[LoginField("redirect", "Address after signing in",
+                               "the address your browser shows after you approved")],
+            external=self.pending.callback,
+        )
+
+    async def _provider_answer(self, value: str) -> LoginStep:
+        pending, provider = self.pending, self.provider
+        if pending is None or provider is None:
+            raise LoginFailed("No sign-in is in progress; send `login` again.", retry_step=False)
+        if value.strip().lower() == "password":
+            self.connector.authorizations.drop(pending)
+            self.pending = self.provider = None
+            return self._password_step()
+        try:
+            answer = parse_answer(value)
+        except AuthorizationRefused as e:
+            raise LoginFailed(e.reason) from None
+        if self.connector.authorizations.claim(answer.state) is not pending:
+            raise LoginFailed("That address belongs to another or an expired sign-in link. Send "
+                              "the address of the link above, or `cancel` and `login` again.")
+        self.pending = None
+        try:
+            self.tokens = await exchange_code(provider, pending.redirect_uri, answer.code,
+                                              pending.verifier)
+        except BearerUnavailable as e:
+            pending.finish(f"Login failed: {e.reason}")
+            raise LoginFailed(f"{e.reason}. Send `login` to try again.", retry_step=False) from None
+        self.imap_spec, self.smtp_spec = provider.imap, provider.smtp
+        try:
+            step = await self._check_servers()
+        except LoginFailed as e:
+            pending.finish(f"Login failed: {e.reason}")
+            raise LoginFailed(e.reason, retry_step=False) from None
+        pending.finish(step.instructions if step.kind == LoginStepKind.COMPLETE
+                       else "The mail servers did not accept the sign-in; see Matrix.")
+        return step
+
+    def _bearer(self) -> OAuthTokens | None:
+        if self.tokens is None or self.provider is None:
+            return None
+
+        async def keep(tokens: TokenSet) -> None:
+            self.tokens = tokens
+
+        return OAuthTokens(self.provider, self.tokens, keep)
 
     async def _check_servers(self) -> LoginStep:
         imap_spec, smtp_spec = self.imap_spec, self.smtp_spec
         assert imap_spec is not None and smtp_spec is not None
         cfg = self.connector.config
+        bearer = self._bearer()
         try:
             imap = ImapAccount(imap_spec.host, imap_spec.port, imap_spec.security, self.address,
-                               self.password, cfg.ca_file, cfg.timeout)
+                               self.password, cfg.ca_file, cfg.timeout, bearer=bearer)
         except ImapError as e:
             raise LoginFailed("\n" + describe("IMAP", imap_spec, e), fields=("imap",)) from None
         smtp = SmtpAccount(smtp_spec.host, smtp_spec.port, smtp_spec.security,  # type: ignore[arg-type]
-                           self.address, self.password, cfg.ca_file, cfg.timeout)
+                           self.address, self.password, cfg.ca_file, cfg.timeout, bearer=bearer)
         imap_result, smtp_result = await asyncio.gather(check_imap(imap), check_smtp(smtp),
                                                         return_exceptions=True)
         problems = []
@@ -124,6 +215,9 @@ class EmailLogin(LoginProcess):
                 auth_failed |= isinstance(result, (ImapAuthFailed, SmtpAuthFailed))
             elif isinstance(result, BaseException):
                 raise result
+        if bearer is not None and problems:
+            raise LoginFailed("\n" + "\n".join(problems) + "\nSend `login` to sign in again.",
+                              retry_step=False)
         if auth_failed:
             return LoginStep(
                 kind=LoginStepKind.USER_INPUT, step_id="password",
@@ -138,18 +232,23 @@ class EmailLogin(LoginProcess):
 
     def _complete(self, imap: ServerSpec, smtp: ServerSpec) -> LoginStep:
         bridge = self.connector.bridge
+        metadata: dict[str, Any] = {
+            "address": self.address,
+            "display_name": self.display_name,
+            "username": self.address,
+            "imap": imap.to_json(),
+            "smtp": smtp.to_json(),
+        }
+        if self.tokens is not None and self.provider is not None:
+            metadata["oauth"] = {"provider": self.provider.id,
+                                 "tokens": self.tokens.seal(bridge.encrypt_secret)}
+        else:
+            metadata["password"] = bridge.encrypt_secret(self.password)
         api = LoginAPI(
             login_id=UserLoginID(address_key(self.address)),
             user_mxid=self.user_mxid,
             remote_name=self.address,
-            metadata={
-                "address": self.address,
-                "display_name": self.display_name,
-                "username": self.address,
-                "password": bridge.encrypt_secret(self.password),
-                "imap": imap.to_json(),
-                "smtp": smtp.to_json(),
-            },
+            metadata=metadata,
         )
         client = self.connector.make_client(api)
         return LoginStep(kind=LoginStepKind.COMPLETE, step_id="complete",

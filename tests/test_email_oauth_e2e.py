@@ -1,0 +1,177 @@
+"""OAuth sign-in through the bot against the rig's issuer, Dovecot and Postfix.
+
+The test plays the browser: it opens the sign-in link (authenticating at the issuer as the
+mailbox owner) and either follows the redirect to the bridge's public callback or pastes the
+address it was redirected to into the chat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.core.bridge import Bridge
+from devstack.bot_flows import management_room, wait_notice
+from devstack.matrix_client import MatrixTestClient
+from devstack.oauth_issuer import CLIENT_ID, CLIENT_SECRET
+from devstack.stack import MailStack, Synapse
+from tests.helpers.email_e2e import by_body, mail, wait_for_mail, with_subject
+from tests.helpers.harness import BridgeSetup, start_bridge
+
+pytestmark = pytest.mark.servers
+
+MakeUser = Callable[..., Awaitable[MatrixTestClient]]
+LINK = re.compile(r"Sign in with Rig Mail: (\S+)")
+
+
+def rig_provider(stack: MailStack) -> list[dict[str, Any]]:
+    issuer = stack.issuer
+    return [{"id": "rig", "name": "Rig Mail", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+             "authorize_url": issuer.authorize_url, "token_url": issuer.token_url,
+             "scopes": ["mail"], "domains": [stack.domain],
+             "imap": f"127.0.0.1:{stack.imap_port}:starttls",
+             "smtp": f"127.0.0.1:{stack.submission_port}:starttls"}]
+
+
+def oauth_config(setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str, stack: MailStack,
+                 tmp_path: Path, *, public: bool) -> Path:
+    setup = setups["email"]
+    return setup.config_for(
+        tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
+        network={"ca_file": str(stack.ca_file), "imap.poll_interval": 1,
+                 "outbound.retry_schedule": [1, 2, 30], "oauth.providers": rig_provider(stack)},
+        core={"bridge.public_url": setup.public_url if public else None},
+    )
+
+
+@pytest.fixture
+async def callback_bridge(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
+                          mail_stack: MailStack, tmp_path: Path) -> AsyncIterator[Bridge]:
+    """An email bridge with a public URL: the provider redirects to its callback."""
+    bridge = await start_bridge(oauth_config(bridge_setups, synapse, db_url, mail_stack, tmp_path,
+                                             public=True), connector_name="email")
+    yield bridge
+    await bridge.stop()
+
+
+@pytest.fixture
+async def paste_bridge(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
+                       mail_stack: MailStack, tmp_path: Path) -> AsyncIterator[Bridge]:
+    """An email bridge without a public URL: the user pastes the provider's redirect."""
+    bridge = await start_bridge(oauth_config(bridge_setups, synapse, db_url, mail_stack, tmp_path,
+                                             public=False), connector_name="email")
+    yield bridge
+    await bridge.stop()
+
+
+async def sign_in_link(bridge: Bridge, user: MatrixTestClient, room: str, address: str) -> str:
+    await user.send_text(room, "login")
+    await wait_notice(user, room, bridge.bot_mxid, "Email address")
+    await user.send_text(room, address)
+    notice = (await wait_notice(user, room, bridge.bot_mxid, "Sign in with Rig Mail"))[-1]
+    found = LINK.search(notice)
+    assert found, notice
+    return found.group(1)
+
+
+async def approve(link: str, address: str) -> str:
+    """The browser at the provider: sign in as `address`, approve; returns where it is sent."""
+    async with aiohttp.ClientSession() as http:
+        auth = {"Authorization": aiohttp.encode_basic_auth(address, "browser-session")}
+        async with http.get(link, headers=auth, allow_redirects=False) as resp:
+            assert resp.status == 302, await resp.text()
+            return resp.headers["Location"]
+
+
+async def open_page(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as resp:
+            return resp.status, await resp.text()
+
+
+async def test_sign_in_through_the_callback_then_mail_flows_both_ways(
+    callback_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack,
+    mailbox: tuple[str, str],
+) -> None:
+    address = mailbox[0]
+    user = await matrix_user()
+    room = await management_room(callback_bridge, user)
+    link = await sign_in_link(callback_bridge, user, room, address)
+    redirect = await approve(link, address)
+    assert redirect.startswith(f"{callback_bridge.public_web.public_url}/oauth/callback?")
+    status, page = await open_page(redirect)
+    assert status == 200 and f"Logged in as {address}" in page
+    await wait_notice(user, room, callback_bridge.bot_mxid, f"Logged in as {address}")
+
+    bob = mail_stack.address("bob")
+    original = mail(bob, [address], "Signed in with OAuth", "Hello over a bearer token")
+    mail_stack.deliver(original.as_bytes(), [address], bob)
+    dm = await user.wait_for_room_invite(timeout=20)
+    await user.join(dm)
+    await user.wait_for_event(dm, by_body("Hello over a bearer token"), timeout=20)
+    await user.send_text(dm, "Answered through XOAUTH2 or OAUTHBEARER")
+    got = await wait_for_mail(mail_stack, bob, with_subject("Re: Signed in with OAuth"))
+    assert "Answered through" in str(got.message.get_body(("plain",)).get_content())
+
+
+async def test_sign_in_by_pasting_the_redirect_address(
+    paste_bridge: Bridge, matrix_user: MakeUser, mailbox: tuple[str, str],
+) -> None:
+    address = mailbox[0]
+    user = await matrix_user()
+    room = await management_room(paste_bridge, user)
+    link = await sign_in_link(paste_bridge, user, room, address)
+    redirect = await approve(link, address)
+    assert redirect.startswith("http://localhost/?")  # the provider's paste redirect: nothing loads
+    await user.send_text(room, redirect)
+    await wait_notice(user, room, paste_bridge.bot_mxid, f"Logged in as {address}", timeout=30)
+    login = paste_bridge.logins[address.casefold()]
+    await user.wait_for(lambda: login.state.value == "CONNECTED")
+
+
+async def test_tokens_are_stored_sealed_and_no_password(
+    paste_bridge: Bridge, matrix_user: MakeUser, mailbox: tuple[str, str],
+) -> None:
+    address = mailbox[0]
+    user = await matrix_user()
+    room = await management_room(paste_bridge, user)
+    redirect = await approve(await sign_in_link(paste_bridge, user, room, address), address)
+    await user.send_text(room, redirect)
+    await wait_notice(user, room, paste_bridge.bot_mxid, f"Logged in as {address}", timeout=30)
+    (row,) = await paste_bridge.logins_table.for_user(user.user_id)
+    assert "password" not in row.metadata
+    client = paste_bridge.logins[address.casefold()].client
+    access = await client.bearer.access_token()  # type: ignore[union-attr]
+    stored = repr(row.metadata)
+    assert access not in stored and client.bearer.tokens.refresh_token not in stored  # type: ignore[union-attr]
+    assert row.metadata["oauth"]["provider"] == "rig"
+
+
+async def test_a_sign_in_link_answers_once(
+    callback_bridge: Bridge, matrix_user: MakeUser, mailbox: tuple[str, str],
+) -> None:
+    address = mailbox[0]
+    user = await matrix_user()
+    room = await management_room(callback_bridge, user)
+    redirect = await approve(await sign_in_link(callback_bridge, user, room, address), address)
+    assert (await open_page(redirect))[0] == 200
+    status, page = await open_page(redirect)  # replayed: the state was used
+    assert status == 400 and "already used or has expired" in page
+
+
+async def test_an_answer_for_another_sign_in_is_refused(
+    paste_bridge: Bridge, matrix_user: MakeUser, mailbox: tuple[str, str],
+) -> None:
+    address = mailbox[0]
+    user = await matrix_user()
+    room = await management_room(paste_bridge, user)
+    await sign_in_link(paste_bridge, user, room, address)
+    forged = "http://localhost/?code=stolen-code&state=not-this-attempts-state"
+    await user.send_text(room, forged)
+    await wait_notice(user, room, paste_bridge.bot_mxid, "belongs to another or an expired sign-in")
+    assert await paste_bridge.logins_table.for_user(user.user_id) == []
