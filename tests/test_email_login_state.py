@@ -100,11 +100,12 @@ async def test_a_wrong_address_is_asked_again_not_the_password(
         await user.send_text(room, "login")
         await wait_notice(user, room, bridge.bot_mxid, "Email address")
         await user.send_text(room, "alice at example")
-        await wait_notice(user, room, bridge.bot_mxid, "Password")
-        await user.send_text(room, password)
+        # the address is checked before anything else is asked
         await wait_notice(user, room, bridge.bot_mxid, "That is not an email address")
         await wait_notice(user, room, bridge.bot_mxid, "Email address", count=2)
         await user.send_text(room, address)
+        await wait_notice(user, room, bridge.bot_mxid, "Password")
+        await user.send_text(room, password)
         await wait_notice(user, room, bridge.bot_mxid, "IMAP server")
         assert len([n for n in notices(user, room, bridge.bot_mxid) if n.startswith("Password")]) == 1
     finally:
