@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .e2ee_client import E2EEUser
 from .matrix_client import MatrixTestClient
+
+User = MatrixTestClient | E2EEUser
 
 
 class HasBot(Protocol):
@@ -28,25 +31,32 @@ async def wait_notice(client: MatrixTestClient, room: str, sender: str, text: st
                                  describe=lambda: f"notices so far: {notices(client, room, sender)}")
 
 
-async def management_room(bridge: HasBot, user: MatrixTestClient) -> str:
-    room = await user.create_dm(bridge.bot_mxid)
-    await wait_notice(user, room, bridge.bot_mxid, "Send `help`")
+async def expect_notice(user: User, room: str, sender: str, text: str, timeout: float = 15.0) -> str:
+    """The latest notice of `sender` containing `text`, from a plain or an encrypting client."""
+    if isinstance(user, E2EEUser):
+        return await user.wait_notice(room, sender, text, timeout)
+    return (await wait_notice(user, room, sender, text, timeout=timeout))[-1]
+
+
+async def management_room(bridge: HasBot, user: User) -> str:
+    """A private chat with the bot (encrypted when `user` is an encrypting client)."""
+    if isinstance(user, E2EEUser):
+        room = await user.create_encrypted_dm(bridge.bot_mxid)
+    else:
+        room = await user.create_dm(bridge.bot_mxid)
+    await expect_notice(user, room, bridge.bot_mxid, "Send `help`")
     return room
 
 
-async def email_login(bridge: HasBot, user: MatrixTestClient, room: str, address: str, password: str,
+async def email_login(bridge: HasBot, user: User, room: str, address: str, password: str,
                       *, imap: str, smtp: str, name: str = "-", expect: str = "Logged in as") -> str:
     """Drive the email login flow; `imap`/`smtp` are host:port:security answers, `name` the
     sender name (`-`: the default, the Matrix display name)."""
-    await user.send_text(room, "login")
-    await wait_notice(user, room, bridge.bot_mxid, "Email address")
-    await user.send_text(room, address)
-    await wait_notice(user, room, bridge.bot_mxid, "Password")
-    await user.send_text(room, password)
-    await wait_notice(user, room, bridge.bot_mxid, "IMAP server")
-    await user.send_text(room, imap)
-    await wait_notice(user, room, bridge.bot_mxid, "SMTP server")
-    await user.send_text(room, smtp)
-    await wait_notice(user, room, bridge.bot_mxid, "Your name")
-    await user.send_text(room, name)
-    return (await wait_notice(user, room, bridge.bot_mxid, expect, timeout=30))[-1]
+    bot = bridge.bot_mxid
+    for prompt, answer in (("Email address", address), ("Password", password),
+                           ("IMAP server", imap), ("SMTP server", smtp), ("Your name", name)):
+        if prompt == "Email address":
+            await user.send_text(room, "login")
+        await expect_notice(user, room, bot, prompt)
+        await user.send_text(room, answer)
+    return await expect_notice(user, room, bot, expect, timeout=30)

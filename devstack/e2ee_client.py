@@ -46,6 +46,7 @@ class E2EEUser:
         )
         self.events: dict[str, list[Event]] = {}
         self.invites: set[str] = set()
+        self.direct_invites: set[str] = set()
 
     @property
     def user_id(self) -> str:
@@ -67,7 +68,14 @@ class E2EEUser:
             raise RuntimeError(f"sync failed: {resp}")
         for room_id, room in resp.rooms.join.items():
             self.events.setdefault(room_id, []).extend(room.timeline.events)
-        self.invites.update(resp.rooms.invite)
+        for room_id, invite in resp.rooms.invite.items():
+            self.invites.add(room_id)
+            for ev in invite.invite_state:
+                source = getattr(ev, "source", {}) or {}
+                content = getattr(ev, "content", None) or {}  # nio moves it out of `source`
+                if source.get("type") == "m.room.member" and source.get("state_key") == self.user_id \
+                        and content.get("is_direct"):
+                    self.direct_invites.add(room_id)
         if client.should_upload_keys:
             await client.keys_upload()
         if client.should_query_keys:
@@ -88,13 +96,20 @@ class E2EEUser:
 
     async def wait_for_event(self, room_id: str, pred: Callable[[Event], bool],
                              timeout: float = 20.0, what: str = "") -> Event:
-        return await self.wait_for(
-            lambda: next((e for e in self.events.get(room_id, []) if pred(e)), None), timeout,
-            what or f"event in {room_id}")
+        try:
+            return await self.wait_for(
+                lambda: next((e for e in self.events.get(room_id, []) if pred(e)), None), timeout,
+                what or f"event in {room_id}")
+        except TimeoutError as e:
+            seen = [f"{type(ev).__name__}:{ev.source.get('type')}" for ev in self.events.get(room_id, [])]
+            raise TimeoutError(f"{e}; events seen: {seen}") from None
 
-    async def wait_for_invite(self, exclude: set[str] | None = None, timeout: float = 20.0) -> str:
+    async def wait_for_direct_invite(self, exclude: set[str] | None = None,
+                                     timeout: float = 20.0) -> str:
+        """The next invite to a direct chat (nio keeps no `m.room.create` of invites, so a
+        space cannot be told from a group room; a direct chat can)."""
         def find() -> str | None:
-            fresh = self.invites - set(self.client.rooms) - (exclude or set())
+            fresh = self.direct_invites - set(self.client.rooms) - (exclude or set())
             return next(iter(sorted(fresh)), None)
         return str(await self.wait_for(find, timeout, "an invite"))
 

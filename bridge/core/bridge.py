@@ -589,8 +589,11 @@ class Bridge:
             log.info("No display name for %s: %s", mxid, e)
             return None
 
-    async def download_media(self, mxc: str) -> bytes:
-        return await self.bot.download_media(mxc)  # type: ignore[arg-type]
+    async def download_media(self, mxc: str, encrypted_file: dict[str, Any] | None = None) -> bytes:
+        data = await self.bot.download_media(mxc)  # type: ignore[arg-type]
+        if encrypted_file is None:
+            return data
+        return Encryption.decrypt_media(data, encrypted_file)
 
     async def report_send_status(
         self, portal: PortalRef, event_id: str, *, delivered: bool, reason: str | None = None,

@@ -30,6 +30,8 @@ from ..network import (
 )
 from ..network.events import MediaUpload
 from ..network.placeholders import substitute_placeholders
+from .encrypted_media import attach_files, split_inline_images
+from .encryption import Encryption
 from .part_sender import part_txn_id, send_part
 from .sending import send_event
 from .upload_limit import replace_too_large
@@ -132,7 +134,11 @@ class Portal:
         room = RoomID(self.row.mxid)
         intent = await self.bridge.ghosts.intent_for(evt.sender, evt.sender_info)
         await intent.ensure_joined(room)
-        mapping, too_large = await self._upload(intent, evt.uploads)
+        encryption = self.bridge.encryption
+        encrypted = encryption is not None and await encryption.rooms.is_encrypted(room)
+        if encrypted:
+            parts = split_inline_images(parts, {u.key: u for u in evt.uploads})
+        mapping, files, too_large = await self._upload(intent, evt.uploads, encrypted=encrypted)
         parts = replace_too_large(parts, too_large, await self.bridge.upload_limit.get())
         todo = [(part_id, part) for part_id, part in parts if part_id not in done]
         root_event, reply_event, root_id = await self._resolve_relations(evt.thread_root, evt.reply_to)
@@ -143,7 +149,8 @@ class Portal:
             for part_id, _ in todo
         ])  # parts pending since an earlier attempt keep their row
         for part_id, part in todo:
-            content = substitute_placeholders(copy.deepcopy(part.content), mapping)
+            content = attach_files(copy.deepcopy(part.content), files)
+            content = substitute_placeholders(content, mapping)
             if root_event:
                 relates: dict[str, Any] = {
                     "rel_type": "m.thread",
@@ -222,11 +229,14 @@ class Portal:
         target, intent = found
         await intent.mark_read(RoomID(target.room_id), EventID(target.mxid))
 
-    async def _upload(self, intent: IntentAPI, uploads: list[MediaUpload]
-                      ) -> tuple[dict[str, str], dict[str, MediaUpload]]:
-        """Upload the files; those over the homeserver's limit are not uploaded but returned
-        (an inline reference to one becomes an empty URL; its part says why)."""
+    async def _upload(self, intent: IntentAPI, uploads: list[MediaUpload], *, encrypted: bool
+                      ) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, MediaUpload]]:
+        """Upload the files: plain (key -> mxc URL), or in an encrypted room encrypted (key -> the
+        spec's `file` object; the server sees neither name nor type). Those over the homeserver's
+        limit are not uploaded but returned (an inline reference to one becomes an empty URL; its
+        part says why)."""
         mapping: dict[str, str] = {}
+        files: dict[str, dict[str, Any]] = {}
         too_large: dict[str, MediaUpload] = {}
         limit = await self.bridge.upload_limit.get()
         for upload in uploads:
@@ -234,16 +244,22 @@ class Portal:
                 too_large[upload.key] = upload
                 continue
             try:
-                mapping[upload.key] = await intent.upload_media(
-                    upload.data, mime_type=upload.mimetype, filename=upload.filename
-                )
+                if encrypted:
+                    ciphertext, file = Encryption.encrypt_media(upload.data)
+                    file["url"] = await intent.upload_media(
+                        ciphertext, mime_type="application/octet-stream")
+                    files[upload.key] = file
+                else:
+                    mapping[upload.key] = await intent.upload_media(
+                        upload.data, mime_type=upload.mimetype, filename=upload.filename
+                    )
             except MTooLarge:
                 too_large[upload.key] = upload
         for key, upload in too_large.items():
             log.warning("Portal %s: %s (%d bytes) is over the upload limit (%s); not uploaded",
                         self.row.id, upload.filename, len(upload.data), limit)
             mapping[key] = ""
-        return mapping, too_large
+        return mapping, files, too_large
 
     async def _resolve_relations(
         self, thread_root: MessageID | None, reply_to: MessageID | None

@@ -56,7 +56,9 @@ class BridgeAPI(Protocol):
 
     async def save_login_metadata(self, login_id: UserLoginID, metadata: dict[str, Any]) -> None: ...
 
-    async def download_media(self, mxc: str) -> bytes: ...
+    async def download_media(self, mxc: str, encrypted_file: dict[str, Any] | None = None) -> bytes:
+        """A file of a Matrix event: `url`, or for an encrypted file its `file` object (the
+        bytes come back decrypted and checked)."""
 
     async def matrix_display_name(self, mxid: str) -> str | None:
         """The Matrix user's display name (a default for the name the network shows)."""

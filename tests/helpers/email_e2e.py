@@ -15,6 +15,7 @@ import re
 import time
 
 from devstack.bot_flows import HasBot, email_login, management_room
+from devstack.e2ee_client import E2EEUser
 from devstack.matrix_client import Event, MatrixTestClient
 from devstack.stack import MailStack
 
@@ -46,11 +47,11 @@ def mail(sender: str, to: list[str], subject: str, text: str, *, cc: list[str] |
     return msg
 
 
-async def logged_in(bridge: HasBot, user: MatrixTestClient, mail_stack: MailStack,
+async def logged_in(bridge: HasBot, user: MatrixTestClient | E2EEUser, mail_stack: MailStack,
                     mailbox: tuple[str, str]) -> str:
     """Log `user` in to `mailbox` through the bot; returns the management room."""
-    room = await management_room(bridge, user)  # type: ignore[arg-type]
-    await email_login(bridge, user, room, *mailbox, **servers(mail_stack))  # type: ignore[arg-type]
+    room = await management_room(bridge, user)
+    await email_login(bridge, user, room, *mailbox, **servers(mail_stack))
     return room
 
 

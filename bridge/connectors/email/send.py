@@ -166,11 +166,12 @@ async def _body_and_attachments(
     msgtype = content.get("msgtype")
     if msgtype not in MEDIA_MSGTYPES:
         return matrix_to_mail_body(content, mention_name=mention_name, sender=msg.sender), []
-    url = content.get("url")
+    file = content.get("file") if isinstance(content.get("file"), dict) else None
+    url = file.get("url") if file is not None else content.get("url")
     if not isinstance(url, str) or not url.startswith("mxc://"):
-        raise ConnectorError("Encrypted or missing media cannot be sent as email yet.")
+        raise ConnectorError("The message has no file to send.")
     try:
-        data = await client.bridge.download_media(url)
+        data = await client.bridge.download_media(url, encrypted_file=file)
     except Exception as e:
         raise ConnectorError(f"Could not download the file from the homeserver: {e}") from None
     info = content.get("info") or {}
