@@ -8,16 +8,18 @@ after a restart, and counts the events in the room.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 import uuid
 
 import pytest
 
 from bridge.core.bridge import Bridge
-from bridge.core.part_sender import TXN_KEY, part_txn_id
+from bridge.core.part_sender import part_txn_id
 import bridge.core.portal as portal_module
+from bridge.core.sending import TXN_KEY
 from bridge.db import MessageRow, PendingPart
 from bridge.network import (
     ChatInfo,
@@ -31,6 +33,8 @@ from bridge.network import (
 from bridge.network.events import ConvertedPart
 from devstack.bot_flows import management_room
 from devstack.matrix_client import MatrixTestClient
+from devstack.stack import Synapse
+from tests.helpers.harness import BridgeSetup, start_bridge
 from tests.helpers.loopback_connector import LoopbackClient
 from tests.test_core_e2e import log_in
 
@@ -155,10 +159,10 @@ async def test_pending_part_is_found_in_the_room_when_the_homeserver_forgot_the_
     message = two_part_message("gina", token)
     login_id = client.login.login_id
     portal = await bridge.get_portal("dm:gina", bridge.logins[login_id])
-    txn = part_txn_id(login_id, message.message_id, "0")
+    txn = part_txn_id(bridge.txn_key, login_id, message.message_id, "0")
     await bridge.pending_parts.begin([
         PendingPart(receiver=login_id, id=message.message_id, part_id=p, portal_id=portal.row.id,
-                    room_id=room, txn_id=part_txn_id(login_id, message.message_id, p))
+                    room_id=room, txn_id=part_txn_id(bridge.txn_key, login_id, message.message_id, p))
         for p in ("0", "1")
     ])
     # The part reached the room before the crash, under a transaction ID Synapse no longer knows.
@@ -168,10 +172,56 @@ async def test_pending_part_is_found_in_the_room_when_the_homeserver_forgot_the_
         {"msgtype": "m.text", "body": f"text {token}", "m.mentions": {}, TXN_KEY: txn},
         txn_id=f"other-{token}",
     )
+    raw = await user.request("GET", f"/rooms/{room}/event/{earlier}")
+    assert raw["content"][TXN_KEY] == txn  # readable by the lookup, encrypted room or not
     await client.remote(message)
 
     bodies = await bodies_after_sentinel(bridge, user, client, room, "gina")
     assert bodies.count(f"text {token}") == 1 and bodies.count(f"file {token}") == 1
     await assert_recorded_once(bridge, login_id, message.message_id, 2)
+    first = await bridge.messages.first_part(login_id, message.message_id)
+    assert first is not None and first.mxid == earlier
+
+
+@pytest.fixture
+async def encrypting_bridge(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
+                            tmp_path: Path) -> AsyncIterator[Bridge]:
+    """A loopback bridge that creates its portals encrypted."""
+    config = bridge_setups["loopback"].config_for(tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
+                                                  core={"encryption.default": True})
+    bridge = await start_bridge(config)
+    yield bridge
+    await bridge.stop()
+
+
+async def test_pending_part_is_found_in_an_encrypted_room(
+    encrypting_bridge: Bridge, matrix_user: MakeUser
+) -> None:
+    bridge = encrypting_bridge
+    user = await matrix_user()
+    client = await log_in(bridge, user, await management_room(bridge, user), "crash4")
+    await client.receive("hana", "opening")
+    room = await user.wait_for_room_invite()
+    await user.join(room)
+    token = uuid.uuid4().hex[:8]
+    message = two_part_message("hana", token)
+    login_id = client.login.login_id
+    portal = await bridge.get_portal("dm:hana", bridge.logins[login_id])
+    txns = [part_txn_id(bridge.txn_key, login_id, message.message_id, p) for p in ("0", "1")]
+    await bridge.pending_parts.begin([
+        PendingPart(receiver=login_id, id=message.message_id, part_id=str(i), portal_id=portal.row.id,
+                    room_id=room, txn_id=txn) for i, txn in enumerate(txns)
+    ])
+    intent = await bridge.ghosts.intent_for(NetworkUserID("hana"))
+    earlier = await intent.send_message_event(
+        room, portal_module.EventType.ROOM_MESSAGE,
+        {"msgtype": "m.text", "body": f"text {token}", "m.mentions": {}, TXN_KEY: txns[0]},
+        txn_id=f"other-{token}",
+    )
+    await client.remote(message)
+
+    page = await user.request("GET", f"/rooms/{room}/messages", dir="b", limit=100)
+    marked = [(e["type"], e["content"][TXN_KEY]) for e in page["chunk"] if e["content"].get(TXN_KEY) in txns]
+    assert sorted(marked) == sorted(("m.room.encrypted", txn) for txn in txns)
     first = await bridge.messages.first_part(login_id, message.message_id)
     assert first is not None and first.mxid == earlier

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.types import EventID, EventType, RoomID, UserID
 
+from .sending import TXN_KEY
+
 if TYPE_CHECKING:
     from .encryption import Encryption
 
@@ -27,7 +29,10 @@ class EncryptingIntent(IntentAPI):
         enc = self.encryption
         if (enc is not None and event_type != EventType.ROOM_ENCRYPTED
                 and event_type != EventType.ROOM_REDACTION and await enc.rooms.is_encrypted(room_id)):
+            marker = content.get(TXN_KEY) if isinstance(content, dict) else None
             event_type, content = await enc.encrypt(room_id, event_type, content)
+            if marker is not None:  # beside the ciphertext: a resend after a crash looks for it
+                content[TXN_KEY] = marker
         return await super().send_message_event(room_id, event_type, content, **kwargs)
 
 

@@ -108,6 +108,7 @@ class Bridge:
             str(config["bridge.secrets.key_id"]), str(config["bridge.secrets.key"]),
             dict(config.get("bridge.secrets.old_keys", {}) or {}),
         )
+        self.txn_key = self.secret_box.derive_key("letterbox message part transaction IDs")
         self.permissions: dict[str, str] = dict(config["bridge.permissions"])
         self.bot_mxid = UserID(f"@{config['appservice.bot_username']}:{self.domain}")
         self._session: ClientSession | None = None

@@ -8,12 +8,14 @@ lost when Synapse restarts); the persistent `event_txn_id_device_id` table is on
 requests with a device, which puppeted appservice requests do not have. So a part that was
 pending when the bridge stopped is first looked up in the room's recent history by its marker;
 only if it is not there is it sent again, with the same transaction ID, which also merges the
-resend with a request Synapse may still be processing.
+resend with a request Synapse may still be processing. In encrypted rooms the marker is kept
+beside the ciphertext (`appservice_api.EncryptingIntent`), where the lookup can see it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 from typing import Any
@@ -22,18 +24,19 @@ from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
 from mautrix.types import EventID, RoomID
 
-from .sending import send_event
+from .sending import TXN_KEY, send_event
 
 log = logging.getLogger("letterbox.send")
 
-TXN_KEY = "net.letterbox.txn_id"
 #: How far back (events of the same sender) a pending part is looked for after a crash.
 RECOVERY_LOOKBACK = 200
 
 
-def part_txn_id(receiver: str, message_id: str, part_id: str) -> str:
-    digest = hashlib.sha256("\0".join((receiver, message_id, part_id)).encode()).hexdigest()
-    return f"lbx{digest[:40]}"
+def part_txn_id(key: bytes, receiver: str, message_id: str, part_id: str) -> str:
+    """Keyed, so neither the homeserver nor a reader of the room can tell which mail an event
+    came from by hashing guessed message IDs (the ID also stands in the clear in encrypted rooms)."""
+    digest = hmac.new(key, "\0".join((receiver, message_id, part_id)).encode(), hashlib.sha256)
+    return f"lbx{digest.hexdigest()[:40]}"
 
 
 async def find_sent(intent: IntentAPI, room_id: RoomID, txn_id: str) -> EventID | None:

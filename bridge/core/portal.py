@@ -122,7 +122,9 @@ class Portal:
         login_id = self.login.id
         messages = self.bridge.messages
         done = {row.part_id for row in await messages.parts(login_id, evt.message_id)}
-        pending = {p.part_id for p in await self.bridge.pending_parts.of_message(login_id, evt.message_id)}
+        # A pending part keeps the transaction ID it was first sent with (whatever key is current).
+        pending = {p.part_id: p.txn_id
+                   for p in await self.bridge.pending_parts.of_message(login_id, evt.message_id)}
         if done and not pending:
             log.debug("Message %s already bridged, skipping", evt.message_id)
             return
@@ -143,9 +145,11 @@ class Portal:
         todo = [(part_id, part) for part_id, part in parts if part_id not in done]
         root_event, reply_event, root_id = await self._resolve_relations(evt.thread_root, evt.reply_to)
         ts = _ms(evt.timestamp)
+        txn_ids = {part_id: pending.get(part_id) or part_txn_id(
+            self.bridge.txn_key, login_id, evt.message_id, part_id) for part_id, _ in todo}
         await self.bridge.pending_parts.begin([
             PendingPart(receiver=login_id, id=evt.message_id, part_id=part_id, portal_id=self.row.id,
-                        room_id=room, txn_id=part_txn_id(login_id, evt.message_id, part_id))
+                        room_id=room, txn_id=txn_ids[part_id])
             for part_id, _ in todo
         ])  # parts pending since an earlier attempt keep their row
         for part_id, part in todo:
@@ -163,7 +167,7 @@ class Portal:
                 content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_event}}
             event_id = await send_part(
                 intent, room, part.event_type, content,
-                txn_id=part_txn_id(login_id, evt.message_id, part_id), timestamp=ts,
+                txn_id=txn_ids[part_id], timestamp=ts,
                 recovering=part_id in pending,
             )
             await self.bridge.pending_parts.complete(

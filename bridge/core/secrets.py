@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -56,6 +58,10 @@ class SecretBox:
         except InvalidTag:
             raise SecretError("secret failed authentication (wrong key or tampered)") from None
         return plain.decode("utf-8")
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for `purpose` derived from the current key (HMAC-SHA256; never stored)."""
+        return hmac.new(self._keys[self.key_id], purpose.encode(), hashlib.sha256).digest()
 
     def needs_reseal(self, token: str) -> bool:
         return token.split(":", 2)[1:2] != [self.key_id]

@@ -14,6 +14,9 @@ from typing import Any, cast
 from mautrix.appservice import IntentAPI
 from mautrix.types import EventID, EventType, RoomID
 
+#: Content key of the transaction ID a remote message's part was sent with (see `part_sender`).
+TXN_KEY = "net.letterbox.txn_id"
+
 
 async def send_event(
     intent: IntentAPI,
