@@ -110,3 +110,33 @@ async def test_a_wrong_address_is_asked_again_not_the_password(
         assert len([n for n in notices(user, room, bridge.bot_mxid) if n.startswith("Password")]) == 1
     finally:
         await bridge.stop()
+
+
+async def test_an_answer_handled_again_is_not_a_second_answer(
+    email_config: Path, mail_stack: MailStack, mailbox: tuple[str, str], matrix_user: MakeUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The inbox retries a handler that failed; a failure after the flow took the address (here
+    while checking the room before asking for the password — a homeserver hiccup no real server
+    produces on demand) must not make the retry feed the address in as the password."""
+    address, password = mailbox
+    bridge = await start_bridge(email_config, connector_name="email")
+    try:
+        commands = bridge.matrix.commands
+        check = commands._secret_safe_room
+        failures = [RuntimeError("the homeserver did not answer")]
+
+        async def flaky_check(*args: object, **kwargs: object) -> bool:
+            if failures:
+                raise failures.pop()
+            return await check(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(commands, "_secret_safe_room", flaky_check)
+        bridge.processor.retry_delay = 0.05
+        user = await matrix_user()
+        room = await management_room(bridge, user)
+        notice = await email_login(bridge, user, room, address, password, **servers(mail_stack))
+        assert f"Logged in as {address}" in notice, notices(user, room, bridge.bot_mxid)
+        assert not failures  # the fault was played
+    finally:
+        await bridge.stop()

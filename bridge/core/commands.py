@@ -330,9 +330,15 @@ class CommandProcessor:
     async def _login_input(self, user: User, room_id: str, event_id: str, text: str) -> None:
         flow = user.login_flow
         assert flow is not None
+        if event_id in flow.answered:
+            log.info("Answer %s of %s handled again; asking the next question again", event_id,
+                     user.mxid)
+            await self._advance(user)
+            return
         field = flow.next_field()
         if field is None:
             return
+        flow.answered.add(event_id)
         if field.secret:
             await self.redact_secret(room_id, event_id)
         if text in ("", "-") and (field.default is not None or field.optional):

@@ -99,7 +99,7 @@ class MatrixHandler:
         room_id = RoomID(event["room_id"])
         user = await self.bridge.get_user(event["sender"])
         if is_scrubbed(event.get("content", {})):
-            held = self.bridge.secret_input.take(event["event_id"])
+            held = self.bridge.secret_input.held(event["event_id"])
             if held is None:
                 await self._secret_lost(user, room_id, event["event_id"])
                 return
@@ -111,6 +111,7 @@ class MatrixHandler:
         finally:
             if self.bridge.secret_input.is_login_command(body):
                 self.bridge.secret_input.disarm(room_id, user.mxid)
+        self.bridge.secret_input.forget(event["event_id"])  # handled: a retry would not need it
 
     async def _dispatch_message(self, user: User, event: dict[str, Any], body: str) -> None:
         room_id = RoomID(event["room_id"])

@@ -97,11 +97,18 @@ class SecretInput:
         return any(a.partition("=")[0].lower() in self._secret_fields for a in args if "=" in a)
 
     # ---------------------------------------------------------------- handler side
-    def take(self, event_id: str) -> dict[str, Any] | None:
-        """The original content of a scrubbed message, once; None after a restart or expiry."""
+    def held(self, event_id: str) -> dict[str, Any] | None:
+        """The original content of a scrubbed message; None after a restart or expiry.
+
+        It stays held while its handler runs, so a handler that fails and is retried by the inbox
+        reads it again; `forget` drops it once the message was handled.
+        """
         self._expire(time.monotonic())
-        held = self._held.pop(event_id, None)
+        held = self._held.get(event_id)
         return held.content if held else None
+
+    def forget(self, event_id: str) -> None:
+        self._held.pop(event_id, None)
 
     def disarm(self, room_id: str, sender: str) -> None:
         """A `login` command was handled: from now on its login flow says what is secret."""

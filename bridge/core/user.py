@@ -21,6 +21,9 @@ class LoginFlow:
     prefilled: dict[str, str] = field(default_factory=dict)
     # Rooms where the bot was found able to remove messages (checked before asking a secret).
     redactable_rooms: set[str] = field(default_factory=set)
+    # Events already taken as answers: an event handled again (the inbox retries a handler that
+    # failed after taking it, e.g. while asking the next question) is not a second answer.
+    answered: set[str] = field(default_factory=set)
 
     def apply_prefilled(self) -> None:
         ids = {f.id for f in self.step.fields}
