@@ -53,6 +53,7 @@ class _State:
     grants: dict[str, _Grant] = field(default_factory=dict)  # refresh token -> grant
     access: dict[str, tuple[_Grant, float]] = field(default_factory=dict)  # token -> (grant, exp)
     refreshes: int = 0
+    refused_refreshes: int = 0
     introspections: int = 0
 
 
@@ -123,8 +124,14 @@ class OAuthIssuer:
                     grant.revoked = True
 
     def refreshes(self) -> int:
+        """Refresh-token grants answered with a new token."""
         with self._lock:
             return self._state.refreshes
+
+    def refused_refreshes(self) -> int:
+        """Refresh-token grants refused (revoked or unknown refresh token)."""
+        with self._lock:
+            return self._state.refused_refreshes
 
     def issue_for(self, subject: str) -> dict[str, object]:
         """A token response for `subject` without the browser dance (for client-level tests)."""
@@ -177,6 +184,7 @@ class OAuthIssuer:
             if kind == "refresh_token":
                 grant = st.grants.pop(form.get("refresh_token", ""), None)
                 if grant is None or grant.revoked:
+                    st.refused_refreshes += 1
                     return 400, {"error": "invalid_grant",
                                  "error_description": "the refresh token was revoked"}
                 st.refreshes += 1

@@ -7,7 +7,8 @@ address it was redirected to into the chat.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import logging
 from pathlib import Path
 import re
 from typing import Any
@@ -18,7 +19,8 @@ import pytest
 from bridge.core.bridge import Bridge
 from devstack.bot_flows import management_room, wait_notice
 from devstack.matrix_client import MatrixTestClient
-from devstack.oauth_issuer import CLIENT_ID, CLIENT_SECRET
+from devstack.bot_flows import notices
+from devstack.oauth_issuer import CLIENT_ID, CLIENT_SECRET, OAuthIssuer
 from devstack.stack import MailStack, Synapse
 from tests.helpers.email_e2e import by_body, mail, wait_for_mail, with_subject
 from tests.helpers.harness import BridgeSetup, start_bridge
@@ -27,6 +29,9 @@ pytestmark = pytest.mark.servers
 
 MakeUser = Callable[..., Awaitable[MatrixTestClient]]
 LINK = re.compile(r"Sign in with Rig Mail: (\S+)")
+AGAIN = re.compile(r"Sign in again: <(\S+?)>")
+# the bridge's notices about a login in trouble (bridge/core/bridge.py _STATE_TEXT)
+TROUBLE = ("refused the credentials", "disconnected, retrying", "error")
 
 
 def rig_provider(stack: MailStack) -> list[dict[str, Any]]:
@@ -175,3 +180,80 @@ async def test_an_answer_for_another_sign_in_is_refused(
     await user.send_text(room, forged)
     await wait_notice(user, room, paste_bridge.bot_mxid, "belongs to another or an expired sign-in")
     assert await paste_bridge.logins_table.for_user(user.user_id) == []
+
+
+@pytest.fixture
+def short_tokens(mail_stack: MailStack) -> Iterator[OAuthIssuer]:
+    """Access tokens that expire 4 s after they are issued (renewed from 3 s on)."""
+    mail_stack.issuer.set_token_lifetime(4)
+    yield mail_stack.issuer
+    mail_stack.issuer.set_token_lifetime(3600)
+
+
+async def signed_in(bridge: Bridge, user: MatrixTestClient, address: str, *, callback: bool) -> str:
+    """Log in through the bot (callback or paste path); returns the management room."""
+    room = await management_room(bridge, user)
+    redirect = await approve(await sign_in_link(bridge, user, room, address), address)
+    if callback:
+        await open_page(redirect)
+    else:
+        await user.send_text(room, redirect)
+    await wait_notice(user, room, bridge.bot_mxid, f"Logged in as {address}", timeout=30)
+    login = bridge.logins[address.casefold()]
+    await user.wait_for(lambda: login.state.value == "CONNECTED")
+    return room
+
+
+async def first_mail_room(user: MatrixTestClient, stack: MailStack, address: str, text: str) -> str:
+    bob = stack.address("bob")
+    stack.deliver(mail(bob, [address], "Renewal", text).as_bytes(), [address], bob)
+    dm = await user.wait_for_room_invite(timeout=20)
+    await user.join(dm)
+    await user.wait_for_event(dm, by_body(text), timeout=20)
+    return dm
+
+
+async def test_a_token_expiring_mid_session_is_renewed_without_a_gap(
+    paste_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+    short_tokens: OAuthIssuer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    address = mailbox[0]
+    user = await matrix_user()
+    room = await signed_in(paste_bridge, user, address, callback=False)
+    renewed = short_tokens.refreshes()
+    # two renewals in the background: the token of the login has long expired
+    await user.wait_for(lambda: short_tokens.refreshes() >= renewed + 2, timeout=20)
+
+    dm = await first_mail_room(user, mail_stack, address, "Arrived after the first token expired")
+    await user.send_text(dm, "Sent with a renewed token")
+    got = await wait_for_mail(mail_stack, mail_stack.address("bob"), with_subject("Re: Renewal"))
+    assert "renewed token" in str(got.message.get_body(("plain",)).get_content())
+    said = notices(user, room, paste_bridge.bot_mxid)
+    assert not [n for n in said if address in n and any(t in n for t in TROUBLE)], said
+    tokens = paste_bridge.logins[address.casefold()].client.bearer.tokens  # type: ignore[union-attr]
+    assert tokens.access_token not in caplog.text and tokens.refresh_token not in caplog.text
+
+
+async def test_a_revoked_sign_in_is_reported_with_a_new_link_that_restores_the_mailbox(
+    callback_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack,
+    mailbox: tuple[str, str], short_tokens: OAuthIssuer,
+) -> None:
+    address = mailbox[0]
+    user = await matrix_user()
+    room = await signed_in(callback_bridge, user, address, callback=True)
+    refused = short_tokens.refused_refreshes()
+    short_tokens.revoke(address)
+
+    notice = (await wait_notice(user, room, callback_bridge.bot_mxid, "Sign in again:", timeout=20))[-1]
+    assert "refused the credentials" in notice and "Rig Mail no longer accepts" in notice, notice
+    login = callback_bridge.logins[address.casefold()]
+    assert login.state.value == "BAD_CREDENTIALS"
+    link = AGAIN.search(notice)
+    assert link, notice
+    status, page = await open_page(await approve(link.group(1), address))
+    assert status == 200 and f"Signed in again as {address}" in page
+    await user.wait_for(lambda: login.state.value == "CONNECTED")
+    await first_mail_room(user, mail_stack, address, "Back after signing in again")
+    # the refused refresh was not retried: only signing in again helped
+    assert short_tokens.refused_refreshes() == refused + 1

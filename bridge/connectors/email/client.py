@@ -37,6 +37,7 @@ from ...network import (
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
 from .imap import Backfill, ImapAccount, ImapError, ImapFolderError, ImapOps, ImapSync, SyncState
+from .oauth.keeper import SignInKeeper
 from .oauth.tokens import OAuthTokens, TokenSet
 from .outbound import clean_display_name, event_id_hash_from_message_id
 from .outbound.errors import ComposeError
@@ -73,6 +74,8 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         self._state = LoginState.CONNECTING
         self._reaction_notice_rooms: set[str] = set()
         self.bearer = self._oauth_tokens()
+        self.keeper = (SignInKeeper(connector, self.address, self.bearer, self._sign_in_gone,
+                                    self._signed_in_again) if self.bearer is not None else None)
 
     @property
     def bridge(self) -> BridgeAPI:
@@ -114,6 +117,11 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
 
     # ---------------------------------------------------------------- lifecycle
     async def connect(self) -> None:
+        if self.keeper is not None:
+            self.keeper.start()
+        await self._start_sync()
+
+    async def _start_sync(self) -> None:
         cfg = self.connector.config
         account = self.imap_account()
         folders = ["INBOX", *cfg.extra_folders]
@@ -135,10 +143,28 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         self.outbox.start()
 
     async def disconnect(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.stop()
+        await self._stop_sync()
+
+    async def _stop_sync(self) -> None:
         await self.outbox.stop()
         if self._sync:
             await self._sync.stop()
             self._sync = None
+
+    async def _sign_in_gone(self, reason: str) -> None:
+        """The OAuth grant is gone: stop the mailbox until the user signs in again."""
+        if self._sync:
+            await self._sync.stop()
+            self._sync = None
+        self._state = LoginState.BAD_CREDENTIALS
+        await self.bridge.send_login_state(self.login.login_id,
+                                           LoginStateEvent(LoginState.BAD_CREDENTIALS, reason))
+
+    async def _signed_in_again(self) -> None:
+        await self._stop_sync()
+        await self._start_sync()
 
     async def logout(self) -> None:
         await self.disconnect()
@@ -146,10 +172,17 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
 
     async def on_state(self, state: SyncState, reason: str | None) -> None:
         """The sync engine's StateListener: forwarded as the login's state."""
+        if (state == SyncState.BAD_CREDENTIALS and self._state == LoginState.BAD_CREDENTIALS
+                and self.bearer is not None and self.bearer.revoked):
+            return  # already reported with its sign-in link
         self._state = LoginState(state.value)
+        if self._state == LoginState.BAD_CREDENTIALS and self.keeper is not None:
+            reason = f"{reason}. {self.keeper.sign_in_again()}"
         await self.bridge.send_login_state(self.login.login_id, LoginStateEvent(self._state, reason))
 
     async def report_smtp_auth_failure(self, reason: str) -> None:
+        if self.keeper is not None:
+            reason = f"{reason}. {self.keeper.sign_in_again()}"
         await self.bridge.send_login_state(
             self.login.login_id, LoginStateEvent(LoginState.BAD_CREDENTIALS, f"SMTP: {reason}"))
 

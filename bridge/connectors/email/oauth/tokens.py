@@ -121,6 +121,12 @@ class OAuthTokens:
         self.tokens = tokens
         self._save = save
         self._lock = asyncio.Lock()
+        # once the provider said the grant is gone, it is not asked again until a new sign-in
+        self._gone: BearerUnavailable | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self._gone is not None
 
     async def access_token(self) -> str:
         async with self._lock:
@@ -128,12 +134,25 @@ class OAuthTokens:
                 await self._refresh()
             return self.tokens.access_token
 
-    async def refresh_now(self) -> None:
+    async def refresh_if_due(self) -> None:
+        await self.access_token()
+
+    async def replace(self, tokens: TokenSet) -> None:
+        """Tokens of a new sign-in: stored, and the grant counts as alive again."""
         async with self._lock:
-            await self._refresh()
+            await self._save(tokens)
+            self.tokens = tokens
+            self._gone = None
 
     async def _refresh(self) -> None:
-        new = await refresh(self.provider, self.tokens)
+        if self._gone is not None:
+            raise self._gone
+        try:
+            new = await refresh(self.provider, self.tokens)
+        except BearerUnavailable as exc:
+            if exc.permanent:
+                self._gone = exc
+            raise
         await self._save(new)
         self.tokens = new
         log.debug("Renewed the %s access token (valid %d s)", self.provider.name, new.lifetime)
