@@ -17,9 +17,8 @@ import aiohttp
 import pytest
 
 from bridge.core.bridge import Bridge
-from devstack.bot_flows import management_room, wait_notice
+from devstack.bot_flows import management_room, notices, wait_notice
 from devstack.matrix_client import MatrixTestClient
-from devstack.bot_flows import notices
 from devstack.oauth_issuer import CLIENT_ID, CLIENT_SECRET, OAuthIssuer
 from devstack.stack import MailStack, Synapse
 from tests.helpers.email_e2e import by_body, mail, wait_for_mail, with_subject
