@@ -162,7 +162,8 @@ async def bench_env(args: argparse.Namespace) -> AsyncIterator[BenchEnv]:
                 stack.callback(drop_database, server.dsn, name)
                 db_label = f"PostgreSQL (port {server.port})"
             config = setup.config_for("bench", hs_url=synapse.hs_url, db_url=db_url,
-                                      network={"ca_file": str(mail.ca_file)})
+                                      network={"ca_file": str(mail.ca_file),
+                                               "discovery.enabled": False})
             name = f"bench{uuid.uuid4().hex[:6]}"
             user_id, token = await asyncio.to_thread(synapse.register_user, name, f"pass-{name}")
             user = MatrixTestClient(synapse.hs_url, user_id, token)

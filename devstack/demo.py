@@ -41,6 +41,7 @@ def configure(directory: Path) -> None:
     config["database.url"] = f"sqlite:{directory / 'letterbox.db'}"
     config["bridge.permissions"] = {"*": "relay", "localhost": "user", "@admin:localhost": "admin"}
     config["network.email.ca_file"] = str(directory / "stack" / "tls" / "ca.pem")
+    config["network.email.discovery.enabled"] = False  # the demo's domain is not in any DNS
     config.save()
     bridge_main(["-g", "-c", str(config_path), "-r", str(registration)])
 

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from bridge.core.bridge import Bridge
+from bridge.core.user_login import UserLogin
 from devstack.bot_flows import management_room, notices, wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.oauth_issuer import CLIENT_ID, CLIENT_SECRET, OAuthIssuer
@@ -71,6 +72,11 @@ async def paste_bridge(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, 
                                              public=False), connector_name="email")
     yield bridge
     await bridge.stop()
+
+
+def only_login(bridge: Bridge, user: MatrixTestClient) -> UserLogin:
+    (login,) = bridge.logins_of(user.user_id)
+    return login
 
 
 async def sign_in_link(bridge: Bridge, user: MatrixTestClient, room: str, address: str) -> str:
@@ -134,7 +140,7 @@ async def test_sign_in_by_pasting_the_redirect_address(
     assert redirect.startswith("http://localhost/?")  # the provider's paste redirect: nothing loads
     await user.send_text(room, redirect)
     await wait_notice(user, room, paste_bridge.bot_mxid, f"Logged in as {address}", timeout=30)
-    login = paste_bridge.logins[address.casefold()]
+    login = only_login(paste_bridge, user)
     await user.wait_for(lambda: login.state.value == "CONNECTED")
 
 
@@ -149,7 +155,7 @@ async def test_tokens_are_stored_sealed_and_no_password(
     await wait_notice(user, room, paste_bridge.bot_mxid, f"Logged in as {address}", timeout=30)
     (row,) = await paste_bridge.logins_table.for_user(user.user_id)
     assert "password" not in row.metadata
-    client = paste_bridge.logins[address.casefold()].client
+    client = only_login(paste_bridge, user).client
     access = await client.bearer.access_token()  # type: ignore[union-attr]
     stored = repr(row.metadata)
     assert access not in stored and client.bearer.tokens.refresh_token not in stored  # type: ignore[union-attr]
@@ -198,7 +204,7 @@ async def signed_in(bridge: Bridge, user: MatrixTestClient, address: str, *, cal
     else:
         await user.send_text(room, redirect)
     await wait_notice(user, room, bridge.bot_mxid, f"Logged in as {address}", timeout=30)
-    login = bridge.logins[address.casefold()]
+    login = only_login(bridge, user)
     await user.wait_for(lambda: login.state.value == "CONNECTED")
     return room
 
@@ -230,7 +236,7 @@ async def test_a_token_expiring_mid_session_is_renewed_without_a_gap(
     assert "renewed token" in str(got.message.get_body(("plain",)).get_content())
     said = notices(user, room, paste_bridge.bot_mxid)
     assert not [n for n in said if address in n and any(t in n for t in TROUBLE)], said
-    tokens = paste_bridge.logins[address.casefold()].client.bearer.tokens  # type: ignore[union-attr]
+    tokens = only_login(paste_bridge, user).client.bearer.tokens  # type: ignore[union-attr]
     assert tokens.access_token not in caplog.text and tokens.refresh_token not in caplog.text
 
 
@@ -246,7 +252,7 @@ async def test_a_revoked_sign_in_is_reported_with_a_new_link_that_restores_the_m
 
     notice = (await wait_notice(user, room, callback_bridge.bot_mxid, "Sign in again:", timeout=20))[-1]
     assert "refused the credentials" in notice and "Rig Mail no longer accepts" in notice, notice
-    login = callback_bridge.logins[address.casefold()]
+    login = only_login(callback_bridge, user)
     assert login.state.value == "BAD_CREDENTIALS"
     link = AGAIN.search(notice)
     assert link, notice

@@ -42,6 +42,9 @@ class EmailConfig:
     send_edits: bool
     send_reactions: bool
     oauth_providers: tuple[OAuthProvider, ...]
+    discovery: bool
+    discovery_timeout: float
+    discovery_nameserver: str | None
 
     @classmethod
     def defaults(cls) -> EmailConfig:
@@ -101,4 +104,7 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         send_edits=bool(_get(section, "outbound.send_edits", bool)),
         send_reactions=bool(_get(section, "outbound.send_reactions", bool)),
         oauth_providers=parse_providers(_get(section, "oauth.providers", list)),
+        discovery=bool(_get(section, "discovery.enabled", bool)),
+        discovery_timeout=_positive(section, "discovery.timeout"),
+        discovery_nameserver=_get(section, "discovery.nameserver", str) or None,
     )

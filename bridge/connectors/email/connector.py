@@ -11,12 +11,13 @@ from ...network import BridgeAPI, LoginAPI, LoginProcess, NetworkClient, Network
 from .client import EmailClient
 from .config import EmailConfig, example_config, parse_config
 from .db import upgrade_table
+from .discovery import Discovered, DnsResolver, discover
 from .inbound.limits import ParseLimits
 from .inbound.pool import close_default_pool
 from .login import PASSWORD_FIELD, EmailLogin
 from .oauth.authorize import CALLBACK_PATH, Authorizations
 from .oauth.callback import CallbackPage
-from .oauth.providers import OAuthProvider
+from .oauth.providers import PRESETS, OAuthProvider
 
 
 class EmailConnector(NetworkConnector):
@@ -66,6 +67,16 @@ class EmailConnector(NetworkConnector):
 
     def oauth_provider(self, provider_id: str) -> OAuthProvider | None:
         return next((p for p in self.config.oauth_providers if p.id == provider_id), None)
+
+    async def discover(self, address: str) -> Discovered:
+        """Server settings found for `address` (nothing when discovery is off)."""
+        cfg = self.config
+        if not cfg.discovery:
+            return Discovered()
+        configured = {p.id for p in cfg.oauth_providers}
+        known = cfg.oauth_providers + tuple(p for p in PRESETS.values() if p.id not in configured)
+        return await discover(address, DnsResolver(cfg.discovery_nameserver, cfg.discovery_timeout),
+                              known, ca_file=cfg.ca_file, timeout=cfg.discovery_timeout)
 
     def oauth_callback_url(self) -> str | None:
         return self.bridge.public_url(CALLBACK_PATH)

@@ -18,6 +18,7 @@ from ...network import (
     UserLoginID,
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
+from .discovery import Discovered
 from .imap import ImapAccount, ImapAuthFailed, ImapError
 from .imap import check_login as check_imap
 from .login_problems import describe
@@ -56,6 +57,7 @@ class EmailLogin(LoginProcess):
         self.provider: OAuthProvider | None = None
         self.pending: PendingAuthorization | None = None
         self.tokens: TokenSet | None = None
+        self.discovered = Discovered()
         self._name_default = ""
 
     async def start(self) -> LoginStep:
@@ -105,6 +107,10 @@ class EmailLogin(LoginProcess):
                               or await self.connector.bridge.matrix_display_name(self.user_mxid)
                               or "")
         self.provider = self.connector.oauth_provider_for(mailbox.domain)
+        if self.provider is None:
+            self.discovered = await self.connector.discover(self.address)
+            hosting = self.discovered.provider
+            self.provider = self.connector.oauth_provider(hosting.id) if hosting else None
         if self.provider is not None:
             try:
                 self.display_name = clean_display_name(name or self._name_default, "name")
@@ -114,18 +120,32 @@ class EmailLogin(LoginProcess):
         return self._password_step()
 
     def _password_step(self) -> LoginStep:
+        hosting = self.discovered.provider
+        hint = f"\n{hosting.hint}" if hosting is not None and hosting.hint else ""
         return LoginStep(kind=LoginStepKind.USER_INPUT, step_id="credentials",
-                         instructions="App passwords work too.", fields=[_password_field()])
+                         instructions="App passwords work too." + hint, fields=[_password_field()])
 
     def _servers_step(self) -> LoginStep:
         domain = self.address.rsplit("@", 1)[1]
+        found = self.discovered
+        imap = found.imap or default_spec("imap", domain)
+        smtp = found.smtp or default_spec("smtp", domain)
+        if found.found:
+            intro = (f"Found in {found.source}: IMAP {imap}, SMTP {smtp}. Send `-` to accept each, "
+                     "or type other servers as host:port:security (tls, starttls or plain).")
+        elif self.connector.config.discovery:
+            intro = (f"No settings were found for {domain} (autoconfig file, DNS SRV and MX "
+                     "records). Which servers? Format host:port:security (tls, starttls or "
+                     "plain); the defaults are a guess.")
+        else:
+            intro = "Which servers? Format host:port:security (tls, starttls or plain)."
         return LoginStep(
             kind=LoginStepKind.USER_INPUT,
             step_id="servers",
-            instructions="Which servers? Format host:port:security (tls, starttls or plain).",
+            instructions=intro,
             fields=[
-                LoginField("imap", "IMAP server", "for receiving", default=str(default_spec("imap", domain))),
-                LoginField("smtp", "SMTP server", "for sending", default=str(default_spec("smtp", domain))),
+                LoginField("imap", "IMAP server", "for receiving", default=str(imap)),
+                LoginField("smtp", "SMTP server", "for sending", default=str(smtp)),
                 LoginField("name", "Your name", "shown beside your address in the mail you send",
                            default=self._name_default or None, optional=True),
             ],
