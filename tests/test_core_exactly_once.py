@@ -225,3 +225,20 @@ async def test_pending_part_is_found_in_an_encrypted_room(
     assert sorted(marked) == sorted(("m.room.encrypted", txn) for txn in txns)
     first = await bridge.messages.first_part(login_id, message.message_id)
     assert first is not None and first.mxid == earlier
+
+
+async def test_the_core_keeps_a_posted_message_where_it_is(bridge: Bridge, matrix_user: MakeUser) -> None:
+    """The connector proposes a portal; for a message posted before, the core answers with the
+    portal that holds it and posts nothing."""
+    user = await matrix_user()
+    client = await log_in(bridge, user, await management_room(bridge, user), "placed")
+    room = await portal_with_user(bridge, user, client, "jon")
+    token = uuid.uuid4().hex[:8]
+    login_id = client.login.login_id
+    assert await bridge.queue_remote_event(login_id, two_part_message("jon", token)) == "dm:jon"
+    moved = two_part_message("jon", token)
+    moved.portal = PortalID("group:elsewhere")
+    assert await bridge.queue_remote_event(login_id, moved) == "dm:jon"
+    assert await bridge.portals_table.get("group:elsewhere", login_id) is None
+    bodies = await bodies_after_sentinel(bridge, user, client, room, "jon")
+    assert bodies.count(f"text {token}") == 1

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from bridge.core.bridge import Bridge
-from bridge.network import MatrixMessage, MessageID
+from bridge.network import MatrixMessage, MessageID, RemoteEvent
 from devstack.bot_flows import management_room
 from devstack.matrix_client import MatrixTestClient
 from tests.helpers.loopback_connector import LoopbackClient
@@ -96,3 +96,31 @@ async def test_event_given_up_tells_the_sender_and_the_room_moves_on(
                                        and e["content"].get("body", "").startswith("Not delivered"))
     assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == poison
     assert "ValueError" in notice["content"]["body"]
+
+
+async def test_matrix_and_remote_events_of_a_room_share_its_queue(
+    bridge: Bridge, matrix_user: MakeUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Matrix message sent while a remote event of the same room is being applied waits for it."""
+    user = await matrix_user()
+    client, room = await portal_room(bridge, user, "order4")
+    portal = await bridge.portal_by_room(room)
+    assert portal is not None
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    real_remote = portal.handle_remote
+
+    async def slow_remote(event: RemoteEvent) -> None:
+        started.set()
+        await gate.wait()
+        await real_remote(event)
+
+    monkeypatch.setattr(portal, "handle_remote", slow_remote)
+    remote = asyncio.create_task(client.receive("ivan", "remote first"))
+    await asyncio.wait_for(started.wait(), 10)
+    await user.send_text(room, "matrix second")
+    await user.wait_for(lambda: portal.queued >= 1, timeout=15)  # waits behind the remote event
+    assert client.sent.empty()  # the network has not got it while the remote event is applied
+    gate.set()
+    await remote
+    assert await next_sent(client) == "matrix second"

@@ -42,12 +42,12 @@ from ..db import (
 from ..network import (
     LoginState,
     LoginStateEvent,
-    MessageID,
     NetworkClient,
     NetworkConnector,
     PortalID,
     PortalRef,
     RemoteEvent,
+    RemoteMessage,
     UserLoginID,
 )
 from .appservice_api import BridgeAppServiceAPI
@@ -545,14 +545,20 @@ class Bridge:
     def decrypt_secret(self, token: str) -> str:
         return self.secret_box.open(token)
 
-    async def queue_remote_event(self, login_id: UserLoginID, event: RemoteEvent) -> None:
+    async def queue_remote_event(self, login_id: UserLoginID, event: RemoteEvent) -> PortalID:
         login = self.logins[login_id]
-        portal = await self.get_portal(event.portal, login)
+        portal_id = event.portal
+        if isinstance(event, RemoteMessage):
+            # The core owns where a message lives: one already posted stays where it is (a
+            # resend finishes its missing parts there); the event's portal is only a proposal.
+            placed = await self.messages.placement(login_id, event.message_id)
+            if placed is not None:
+                if placed[1]:
+                    return PortalID(placed[0])
+                portal_id = PortalID(placed[0])
+        portal = await self.get_portal(portal_id, login)
         await portal.enqueue(lambda: portal.handle_remote(event))
-
-    async def message_portal(self, login_id: UserLoginID, message_id: MessageID) -> PortalID | None:
-        portal = await self.messages.bridged_portal(login_id, message_id)
-        return PortalID(portal) if portal is not None else None
+        return portal_id
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None:
         """Store the state; tell the user about trouble, and about recovery after trouble."""

@@ -144,7 +144,8 @@ class MatrixHandler:
                     f"{retired.remote_name} is logged out of this bridge. Send `login` in your chat "
                     f"with me to log in again, or `{COMMAND_PREFIX} delete-portal` to leave this room."))
             return
-        await self._portal_message(portal, user.mxid, event)
+        # Through the portal's queue: ordered against the remote events of the same room.
+        await portal.enqueue(lambda: self._portal_message(portal, user.mxid, event))
 
     async def _secret_lost(self, user: User, room_id: str, event_id: str) -> None:
         """A message that may hold a secret was stored scrubbed, and its text did not survive a
@@ -265,6 +266,9 @@ class MatrixHandler:
         portal = await self.bridge.portal_by_room(event["room_id"])
         if portal is None or event["sender"] != portal.login.row.user_mxid:
             return
+        await portal.enqueue(lambda: self._portal_reaction(portal, event))
+
+    async def _portal_reaction(self, portal: Portal, event: dict[str, Any]) -> None:
         relates = event.get("content", {}).get("m.relates_to", {})
         target = await self.bridge.messages.by_mxid(relates.get("event_id", ""))
         client = portal.login.capability(ReactionHandler)
@@ -279,6 +283,9 @@ class MatrixHandler:
         portal = await self.bridge.portal_by_room(event["room_id"])
         if portal is None or event["sender"] != portal.login.row.user_mxid:
             return
+        await portal.enqueue(lambda: self._portal_redaction(portal, event))
+
+    async def _portal_redaction(self, portal: Portal, event: dict[str, Any]) -> None:
         redacts = event.get("redacts") or event.get("content", {}).get("redacts", "")
         target = await self.bridge.messages.by_mxid(redacts)
         if target is None:
@@ -298,6 +305,10 @@ class MatrixHandler:
         reader = portal.login.capability(ReadReceiptHandler) if portal else None
         if portal is None or reader is None:
             return
+        await portal.enqueue(lambda: self._portal_receipts(portal, reader, room_id, edu))
+
+    async def _portal_receipts(self, portal: Portal, reader: ReadReceiptHandler, room_id: str,
+                               edu: dict[str, Any]) -> None:
         owner = portal.login.row.user_mxid
         for event_id, receipts in (edu.get("content") or {}).items():
             readers = (receipts or {}).get("m.read", {}) or {}

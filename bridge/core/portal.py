@@ -80,6 +80,11 @@ class Portal:
             self._worker = asyncio.create_task(self._work(), name=f"portal-{self.row.id}")
         await done
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting behind the one being handled."""
+        return self._queue.qsize()
+
     async def _work(self) -> None:
         while not self._queue.empty():
             job = await self._queue.get()

@@ -44,6 +44,18 @@ class MessageTable:
         )
         return [MessageRow.from_record(r) for r in rows]
 
+    async def placement(self, receiver: str, message_id: str) -> tuple[str, bool] | None:
+        """The portal a message was (or is being) posted in, and whether every part is there;
+        None for a message never posted."""
+        row = await self.db.fetchrow(
+            """SELECT portal_id, false AS complete FROM message_part_pending WHERE receiver=$1 AND id=$2
+               UNION ALL
+               SELECT portal_id, true AS complete FROM message WHERE receiver=$1 AND id=$2
+               ORDER BY complete LIMIT 1""",
+            receiver, message_id,
+        )
+        return (row["portal_id"], bool(row["complete"])) if row else None
+
     async def bridged_portal(self, receiver: str, message_id: str) -> str | None:
         """The portal of a message whose every part is in Matrix (None: not, or not wholly)."""
         portal_id: str | None = await self.db.fetchval(

@@ -46,11 +46,11 @@ class BridgeAPI(Protocol):
 
     def decrypt_secret(self, token: str) -> str: ...
 
-    async def queue_remote_event(self, login_id: UserLoginID, event: RemoteEvent) -> None:
-        """Queue an event for its portal; returns once it is handled (posted or recorded)."""
+    async def queue_remote_event(self, login_id: UserLoginID, event: RemoteEvent) -> PortalID:
+        """Queue an event for its portal; returns once it is handled (posted or recorded), with
+        the portal it went to. The core owns where a message lives: a message posted before is
+        not posted again, and its portal is returned, whatever portal the event proposed."""
 
-    async def message_portal(self, login_id: UserLoginID, message_id: MessageID) -> PortalID | None:
-        """The portal of a message whose every part is in Matrix (None: not, or not wholly)."""
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None: ...
 

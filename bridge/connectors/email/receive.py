@@ -43,16 +43,10 @@ class InboundPipeline:
         self.client = client
 
     async def is_known(self, message_id: str) -> bool:
-        return await self._known_portal(message_id) is not None
-
-    async def _known_portal(self, message_id: str) -> PortalID | None:
-        """The portal of a mail bridged before, or "" for one composed here without a message
-        of its own (a correction mail or a mailed reaction: its copy in Sent is an echo too,
-        and its index row already names its portal); None for mail new to Matrix."""
-        portal = await self.client.bridge.message_portal(self.client.login.login_id, MessageID(message_id))
-        if portal is not None:
-            return portal
-        return PortalID("") if await self.client.composed_here(message_id) else None
+        """Indexed here: posted to Matrix (the index row is written once the core has posted
+        it) or composed here. A mail posted just before a crash, not yet indexed, counts as
+        unknown; delivering it again costs a conversion, the core does not post it twice."""
+        return await self.client.mail_index.get(self.client.login.login_id, message_id) is not None
 
     async def failed(self, mail: FetchedMail, exc: BaseException) -> None:
         log.error("Giving up on %s UID %d of %s: %s", mail.folder, mail.uid, self.client.address, exc)
@@ -69,15 +63,15 @@ class InboundPipeline:
         message_id = parsed.message_id or fallback_message_id(mail.raw)
         index = self.client.mail_index
         login_id = self.client.login.login_id
-        known_portal = await self._known_portal(message_id)
-        if known_portal is not None:
-            # Already in Matrix (the same mail in another folder, our own sent mail, or a mail
-            # posted just before a crash kept it from being indexed): indexed with its portal.
-            await index.upsert(self._index_row(parsed, message_id, known_portal, mail))
+        if await self.is_known(message_id):
+            # Already in Matrix or sent from it (the same mail in another folder, our own sent
+            # mail): only where it is stored is recorded; its portal stays as indexed.
+            await index.upsert(self._index_row(parsed, message_id, PortalID(""), mail))
             return
         remote = await self._remote_message(parsed, message_id, mail)
-        await self.client.bridge.queue_remote_event(login_id, remote)
-        await index.upsert(self._index_row(parsed, message_id, remote.portal, mail))
+        # The core says where the mail is: a mail it posted before stays in its portal.
+        portal = await self.client.bridge.queue_remote_event(login_id, remote)
+        await index.upsert(self._index_row(parsed, message_id, portal, mail))
 
     async def _remote_message(self, parsed: ParsedEmail, message_id: str, mail: FetchedMail) -> RemoteMessage:
         own = self.client.own_addresses
@@ -134,8 +128,6 @@ class InboundPipeline:
     async def _post_rejected(self, mail: FetchedMail, reason: str) -> None:
         converted = await asyncio.to_thread(convert_rejected, mail.raw, reason)
         message_id = fallback_message_id(mail.raw)
-        if await self.is_known(message_id):
-            return
         own = next(iter(sorted(self.client.own_addresses)))
         remote = RemoteMessage(
             portal=PortalID(f"dm:{address_key(MAILER_DAEMON.addr)}"),
