@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta, timezone
+import gc
 import random
 
 import pytest
@@ -13,6 +15,8 @@ from bridge.connectors.email.imap import (
     DeliveryRetry,
     ImapAccount,
     ImapConfigError,
+    ImapConnectFailed,
+    ImapConnection,
     ImapProtocolError,
     mutf7,
 )
@@ -167,3 +171,35 @@ def test_policies_validate_and_delays_double() -> None:
         DeliveryRetry(attempts=0)
     with pytest.raises(ValueError):
         Backfill(max_age_days=None, max_messages=-1)
+
+
+async def test_a_greeting_that_stalls_fails_within_the_timeout_and_leaves_nothing_pending() -> None:
+    """A server that greets and then never answers CAPABILITY (no real server can be made to do
+    that on cue). The login fails after the account's timeout instead of hanging (aioimaplib's
+    own timeout cannot end that wait), and aioimaplib's greeting task ends with the connection
+    instead of being garbage-collected holding its lock (an unraisable error in whatever test
+    runs next)."""
+    answered = asyncio.Event()
+
+    async def greet_then_hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK ready\r\n")
+        await writer.drain()
+        await reader.readline()  # the CAPABILITY command, never answered
+        answered.set()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(greet_then_hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    account = ImapAccount("127.0.0.1", port, "plain", "user", "secret", timeout=0.5)
+    try:
+        with pytest.raises(ImapConnectFailed, match=r"did not complete its greeting within 0\.5 s"):
+            async with asyncio.timeout(30):  # only a guard: the bug was a wait without end
+                await ImapConnection.open(account)
+        assert answered.is_set()
+        for _ in range(3):  # let cancellations run, then collect what is left
+            await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        server.close()
+        await server.wait_closed()

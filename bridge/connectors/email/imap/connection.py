@@ -184,6 +184,10 @@ class ImapConnection:
             self._idle_task = None
         if self._client is None:
             return
+        # aioimaplib's own tasks (the greeting handler) would wait forever for an answer and be
+        # garbage-collected still holding its state lock: end them with the connection.
+        for task in list(getattr(self._client.protocol, "tasks", ())):
+            task.cancel()
         idle_timer = getattr(self._client, "_idle_waiter", None)  # aioimaplib's IDLE timeout
         if idle_timer is not None:
             idle_timer.cancel()
@@ -242,11 +246,14 @@ class ImapConnection:
             ssl_context=ctx if acc.security == "tls" else None,
         )
         try:
-            await self._race(self._client.wait_hello_from_server(), "the greeting", raw=True)
+            # Our own bound too: aioimaplib's timeout cannot end a greeting whose CAPABILITY
+            # goes unanswered (its cancelled waiter waits for the lock the greeting holds).
+            await self._race(self._client.wait_hello_from_server(), "the greeting", raw=True,
+                             timeout=acc.timeout)
         except ImapConnectionLost as exc:
-            raise ImapConnectFailed(
-                f"{acc.host}:{acc.port} closed the connection before greeting"
-            ) from exc
+            what = ("closed the connection before greeting" if self._lost.is_set()
+                    else f"did not complete its greeting within {acc.timeout:g} s")
+            raise ImapConnectFailed(f"{acc.host}:{acc.port} {what}") from exc
         except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
             raise self._connect_error(exc) from exc
         transport = self._client.protocol.transport
