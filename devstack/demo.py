@@ -1,5 +1,8 @@
 """The demo conversation: alice logs in to her mailbox through the bot, bob mails her, she answers.
 
+Alice's client is matrix-nio with end-to-end encryption (devstack.e2ee_client): her chat with the
+bot and bob's portal are encrypted rooms, and everything shown was decrypted on her device.
+
 `python -m devstack.demo configure --dir DIR` writes the bridge config and registration for the demo
 stack (fixed loopback ports, see devstack); `converse` runs the conversation against the running
 bridge and prints what happened.
@@ -16,15 +19,16 @@ import smtplib
 import sys
 import time
 
+from nio import RoomMessageText
+
 from bridge.__main__ import example_for
 from bridge.__main__ import main as bridge_main
 from bridge.connectors import load_connector
 from bridge.core.config import Config
 from devstack.__main__ import MAIL_PORTS, SYNAPSE_PORT
-from devstack.bot_flows import email_login, wait_notice
-from devstack.matrix_client import MatrixTestClient
+from devstack.bot_flows import email_login
+from devstack.e2ee_client import E2EEUser
 from devstack.stack import MailStack
-from devstack.synapse import login
 
 HS_URL = f"http://127.0.0.1:{SYNAPSE_PORT}"
 BOT = "@letterboxbot:localhost"
@@ -42,19 +46,20 @@ def configure(directory: Path) -> None:
     config["bridge.permissions"] = {"*": "relay", "localhost": "user", "@admin:localhost": "admin"}
     config["network.email.ca_file"] = str(directory / "stack" / "tls" / "ca.pem")
     config["network.email.discovery.enabled"] = False  # the demo's domain is not in any DNS
+    for key in ("encryption.allow", "encryption.default"):  # an encrypted DM and portal
+        config[key] = True
     config.save()
     bridge_main(["-g", "-c", str(config_path), "-r", str(registration)])
 
 
 async def converse(directory: Path) -> None:
-    user_id, token = login(HS_URL, "alice", "alicepass")
-    alice = MatrixTestClient(HS_URL, user_id, token)
+    alice = E2EEUser(HS_URL, "@alice:localhost", directory / "alice-keys")
     try:
-        await alice.sync_once()
+        await alice.login("alicepass")
         room = await _management_room(alice)
         logins = await _ask(alice, room, "list-logins")
         if ALICE not in logins:
-            print("[demo] logging in alice@test.local through the bot")
+            print("[demo] logging in alice@test.local through the bot (encrypted chat)")
             await email_login_demo(alice, room)
         subject = f"Demo {time.strftime('%H:%M:%S')}"
         msg = EmailMessage()
@@ -64,11 +69,12 @@ async def converse(directory: Path) -> None:
         with smtplib.SMTP("127.0.0.1", MAIL_PORTS.smtp) as smtp:
             smtp.send_message(msg)
         print(f"[demo] bob mailed alice: {subject!r}")
-        portal = await _portal_with(alice, subject)
-        print(f"[demo] the mail is in Matrix room {portal} (as bob's ghost)")
+        portal, event = await _portal_with(alice, subject)
+        state = "encrypted, decrypted on alice's device" if event.decrypted else "NOT encrypted"
+        print(f"[demo] the mail is in Matrix room {portal} as bob's ghost ({state})")
         await alice.send_text(portal, "Thanks Bob! Written in Matrix, delivered as email.")
         reply = await asyncio.to_thread(_wait_for_reply, directory, subject)
-        print(f"[demo] bob received alice's answer by email: Subject {reply!r}")
+        print(f"[demo] bob received alice's encrypted answer by email: Subject {reply!r}")
         print(f"\n[demo] All up. Log in with any Matrix client at {HS_URL} as alice / alicepass.")
         print("[demo] Mail: alice@test.local and bob@test.local on IMAP 127.0.0.1:"
               f"{MAIL_PORTS.imap} (STARTTLS), SMTP 127.0.0.1:{MAIL_PORTS.submission}.")
@@ -77,7 +83,7 @@ async def converse(directory: Path) -> None:
         await alice.close()
 
 
-async def email_login_demo(alice: MatrixTestClient, room: str) -> None:
+async def email_login_demo(alice: E2EEUser, room: str) -> None:
     class _Bridge:
         bot_mxid = BOT
     await email_login(_Bridge(), alice, room, ALICE, "alicepass",
@@ -85,34 +91,38 @@ async def email_login_demo(alice: MatrixTestClient, room: str) -> None:
                       smtp=f"127.0.0.1:{MAIL_PORTS.submission}:starttls")
 
 
-async def _management_room(alice: MatrixTestClient) -> str:
-    for room in list(alice.joined):
-        members = await alice.request("GET", f"/rooms/{room}/joined_members")
-        create = await alice.request("GET", f"/rooms/{room}/state/m.room.create/")
-        if set(members["joined"]) == {alice.user_id, BOT} and create.get("type") != "m.space":
-            return room
-    room = await alice.create_dm(BOT)
-    await wait_notice(alice, room, BOT, "Send `help`", timeout=30)
-    return room
+async def _management_room(alice: E2EEUser) -> str:
+    """Alice's encrypted chat with the bot (made on the first run)."""
+    for room in alice.client.rooms.values():
+        if room.encrypted and set(room.users) == {alice.user_id, BOT}:
+            return str(room.room_id)
+    room_id = await alice.create_encrypted_dm(BOT)
+    await alice.wait_notice(room_id, BOT, "Send `help`", timeout=30)
+    return room_id
 
 
-async def _ask(alice: MatrixTestClient, room: str, command: str) -> str:
-    before = len(alice.messages(room, BOT))
+async def _ask(alice: E2EEUser, room: str, command: str) -> str:
+    before = len(alice.notices(room, BOT))
     await alice.send_text(room, command)
-    await alice.wait_for(lambda: len(alice.messages(room, BOT)) > before, 30)
-    return alice.messages(room, BOT)[-1]["content"]["body"]
+    await alice.wait_for(lambda: len(alice.notices(room, BOT)) > before, 30, f"an answer to {command}")
+    return alice.notices(room, BOT)[-1]
 
 
-async def _portal_with(alice: MatrixTestClient, text: str) -> str:
-    def find() -> str | None:
-        for room in list(alice.invites):
-            if room not in alice.joined:
-                asyncio.get_running_loop().create_task(alice.join(room))
-        for room, events in alice.timeline.items():
-            if any(text in e.get("content", {}).get("body", "") for e in events):
-                return room
+async def _portal_with(alice: E2EEUser, text: str) -> tuple[str, RoomMessageText]:
+    async def find() -> tuple[str, RoomMessageText] | None:
+        for room in sorted(alice.direct_invites - set(alice.client.rooms)):
+            await alice.join(room)
+        for room, events in alice.events.items():
+            for event in events:
+                if isinstance(event, RoomMessageText) and text in event.body:
+                    return room, event
         return None
-    return await alice.wait_for(find, 30)
+    deadline = time.monotonic() + 30
+    while (found := await find()) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no room shows {text!r}")
+        await alice.sync(timeout_ms=500)
+    return found
 
 
 def _wait_for_reply(directory: Path, subject: str) -> str:

@@ -9,7 +9,7 @@ Every decrypted timeline event is kept as nio's event object; undecryptable ones
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 import time
 from typing import Any
@@ -90,6 +90,15 @@ class E2EEUser:
             found = find()
             if found:
                 return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what or 'condition'} not met within {timeout:.0f}s")
+            await self.sync(timeout_ms=500)
+
+    async def wait_for_async(self, check: Callable[[], Awaitable[bool]], timeout: float = 20.0,
+                             what: str = "") -> None:
+        """Sync until `check()` (an outside observation, e.g. of the bridge) holds."""
+        deadline = time.monotonic() + timeout
+        while not await check():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what or 'condition'} not met within {timeout:.0f}s")
             await self.sync(timeout_ms=500)

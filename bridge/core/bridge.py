@@ -148,7 +148,7 @@ class Bridge:
         self.matrix = MatrixHandler(self)
         # Encrypted events are decrypted (or answered) before the handler sees them.
         self.gate = EncryptedEventGate(None, lambda: self.bot, self.is_bridge_puppet,
-                                       self.matrix.handle)
+                                       self.matrix.handle, scrub=self.secret_input.scrub)
         self.version = __version__
 
     # ---------------------------------------------------------------- lifecycle

@@ -58,5 +58,6 @@ class RoomEncryptionState(StateStore):
         return await self.get_encryption_info(room_id) is not None
 
     async def find_shared_rooms(self, user_id: UserID) -> list[RoomID]:
-        rooms = await self._shared_rooms(user_id)
-        return [r for r in rooms if self._rooms.get(r) is not None]
+        """The encrypted bridge rooms of `user_id`: when their devices change, the outbound
+        sessions there end, so a new device gets the next session's key."""
+        return [r for r in await self._shared_rooms(user_id) if await self.is_encrypted(r)]

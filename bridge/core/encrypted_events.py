@@ -4,6 +4,10 @@ The handler only ever sees plaintext events. An event that cannot be decrypted (
 for its key and asking the sender's device for it) gets a notice in reply and a failed
 `com.beeper.message_send_status`, so the user knows the message went nowhere; with encryption
 turned off by the operator, an encrypted message gets a one-line notice saying so.
+
+A decrypted message goes through the same secret scrubbing as a plaintext one at the intake
+(`secret_input`): a password typed in an encrypted room is held in memory only, the same way.
+The stored row holds the ciphertext until the event is handled, then nothing.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ class EncryptedEventGate:
     layer, and answers what cannot be read."""
 
     def __init__(self, encryption: Encryption | None, bot: Callable[[], IntentAPI],
-                 is_bridge_puppet: Callable[[str], bool], handler: Handler) -> None:
+                 is_bridge_puppet: Callable[[str], bool], handler: Handler, *,
+                 scrub: Callable[[dict[str, Any]], dict[str, Any]] = lambda event: event) -> None:
         self.encryption = encryption
         self._bot = bot
         self._is_bridge_puppet = is_bridge_puppet
         self._handler = handler
+        self._scrub = scrub
 
     async def handle(self, event: dict[str, Any]) -> None:
         if event.get("ephemeral"):
@@ -62,6 +68,7 @@ class EncryptedEventGate:
                             event.get("sender"), event.get("room_id"), e.reason)
                 await self._undecryptable(event, e.reason)
                 return
+            event = self._scrub(event)
         await self._handler(event)
 
     async def _notice(self, event: dict[str, Any], text: str) -> None:
