@@ -14,7 +14,8 @@ from nio import RoomMessage, RoomMessageText
 import pytest
 
 from bridge.core.bridge import Bridge
-from bridge.core.part_sender import TXN_KEY, part_txn_id
+from bridge.core.part_sender import part_txn_id
+from bridge.core.sending import TXN_KEY
 from bridge.db import PendingPart
 from bridge.network import MessageID, NetworkUserID, PortalID, RemoteMessage, UserInfo
 from bridge.network.events import ConvertedPart
@@ -226,12 +227,12 @@ async def test_a_pending_part_is_found_in_an_encrypted_room_after_a_crash(
         row = await bridge.get_portal("dm:ivy", bridge.logins[login_id])
         await bridge.pending_parts.begin([
             PendingPart(receiver=login_id, id=message_id, part_id="0", portal_id=row.row.id,
-                        room_id=portal, txn_id=part_txn_id(login_id, message_id, "0"))])
+                        room_id=portal, txn_id=part_txn_id(bridge.txn_key, login_id, message_id, "0"))])
         intent = await bridge.ghosts.intent_for(NetworkUserID("ivy"))
         earlier = await intent.send_message_event(
             RoomID(portal), EventType.ROOM_MESSAGE,
             {"msgtype": "m.text", "body": f"text {token}", "m.mentions": {},
-             TXN_KEY: part_txn_id(login_id, message_id, "0")}, txn_id=f"other-{token}")
+             TXN_KEY: part_txn_id(bridge.txn_key, login_id, message_id, "0")}, txn_id=f"other-{token}")
         await client.remote(RemoteMessage(
             portal=PortalID("dm:ivy"), sender=NetworkUserID("ivy"), sender_info=UserInfo(name="Ivy"),
             timestamp=datetime.now(UTC), message_id=message_id,

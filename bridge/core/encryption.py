@@ -329,9 +329,9 @@ class Encryption:
                 and not self._is_bridge_puppet(m.state_key)]
 
     # ---------------------------------------------------------------- receiving
-    async def decrypt(self, event: dict[str, Any], *, wait: bool = True) -> dict[str, Any]:
-        """The decrypted form of an m.room.encrypted event (with `wait`, waits for a late key and
-        asks the sender's device for it), or DecryptionFailed."""
+    async def decrypt(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The decrypted form of an m.room.encrypted event (waits for a late key, asks the
+        sender's device for it), or DecryptionFailed."""
         try:
             evt = EncryptedEvent.deserialize(cast(JSON, event))
         except Exception:
@@ -341,7 +341,7 @@ class Encryption:
             try:
                 result = await machine.decrypt_megolm_event(evt)
             except SessionNotFound as e:
-                if not wait or not await self._wait_for_key(evt, e.session_id):
+                if not await self._wait_for_key(evt, e.session_id):
                     raise DecryptionFailed(
                         "the bridge did not receive the key for this message; send it again "
                         "(if it keeps happening, check that your client shares keys with the "

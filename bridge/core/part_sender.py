@@ -24,7 +24,6 @@ from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
 from mautrix.types import EventID, RoomID
 
-from .encryption import DecryptionFailed
 from .sending import TXN_KEY, send_event
 
 log = logging.getLogger("letterbox.send")
@@ -52,7 +51,7 @@ async def find_sent(intent: IntentAPI, room_id: RoomID, txn_id: str) -> EventID 
         page = await intent.api.request(Method.GET, Path.v3.rooms[room_id].messages, query_params=query)
         chunk = page.get("chunk") or []
         for event in chunk:
-            content = await _readable_content(intent, room_id, event)
+            content = event.get("content")
             if isinstance(content, dict) and content.get(TXN_KEY) == txn_id:
                 return EventID(event["event_id"])
         seen += len(chunk)
@@ -60,20 +59,6 @@ async def find_sent(intent: IntentAPI, room_id: RoomID, txn_id: str) -> EventID 
             return None
         query["from"] = page["end"]
     return None
-
-
-async def _readable_content(intent: IntentAPI, room_id: RoomID, event: dict[str, Any]) -> Any:
-    """An event's content; in an encrypted room the bridge's own events are decrypted (the
-    bridge keeps the keys of the sessions it sent with)."""
-    encryption = getattr(intent, "encryption", None)
-    if event.get("type") != "m.room.encrypted" or encryption is None:
-        return event.get("content")
-    try:
-        decrypted = await encryption.decrypt({**event, "room_id": room_id}, wait=False)
-    except DecryptionFailed as e:
-        log.warning("Cannot read back %s in %s: %s", event.get("event_id"), room_id, e.reason)
-        return None
-    return decrypted["content"]
 
 
 async def send_part(intent: IntentAPI, room_id: RoomID, event_type: str, content: dict[str, Any],
