@@ -81,6 +81,7 @@ def load_config(path: Path, connector: NetworkConnector) -> Config:
 
 
 async def _run(config: Config, connector: NetworkConnector) -> None:
+    """Start, run until SIGTERM/SIGINT, stop. A signal during start-up stops it at once."""
     from .core.bridge import Bridge
 
     bridge = Bridge(config, connector)
@@ -88,7 +89,16 @@ async def _run(config: Config, connector: NetworkConnector) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await bridge.start()
+    starting = asyncio.create_task(bridge.start(), name="start")
+    signalled = asyncio.create_task(stop.wait(), name="signal")
+    await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("Stopping during start-up")
+        starting.cancel()
+        await asyncio.wait({starting})  # start() releases what it opened when cancelled
+        return
+    signalled.cancel()
+    starting.result()  # a failed start raises here (ConfigError: one line from main)
     log.info("Letterbox %s started", bridge.version)
     await stop.wait()
     log.info("Stopping")
@@ -141,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     setup_logging(str(config["logging.level"]), config["logging.file"])
     config.report_unknown()
-    asyncio.run(_run(config, connector))
+    try:
+        asyncio.run(_run(config, connector))
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 1
     return 0
 
 

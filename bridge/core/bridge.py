@@ -50,6 +50,7 @@ from ..network import (
     RemoteMessage,
     UserLoginID,
 )
+from ..network.errors import ConfigError
 from .appservice_api import BridgeAppServiceAPI
 from .config import Config
 from .encrypted_events import EncryptedEventGate
@@ -64,6 +65,7 @@ from .public_web import PublicHandler, PublicWeb
 from .secret_input import SecretInput
 from .secrets import SecretBox
 from .sending import send_event
+from .startup import check_homeserver, listen, open_database, redacted_url
 from .state_store import StateStore
 from .upload_limit import UploadLimit
 from .user import User
@@ -81,7 +83,11 @@ class Bridge:
         url = str(config["database.url"])
         db_args: dict[str, Any] = {}
         if url.startswith("sqlite:"):
-            private_sqlite(URL(url).path)
+            try:
+                private_sqlite(URL(url).path)
+            except OSError as e:
+                raise ConfigError("database.url", f"cannot open {url} ({e.strerror}); check the "
+                                  "path (its directory must exist)") from None
             # Deleted rows (handled events, sent mail) are overwritten, not left in free pages.
             db_args = {"init_commands": ["PRAGMA secure_delete = ON"]}
         connector_db_args: dict[str, Any] = {}
@@ -169,7 +175,10 @@ class Bridge:
             raise
 
     async def _start(self) -> None:
-        await self.db.start()
+        url = str(self.config["database.url"])
+        log.info("Database %s; homeserver %s (%s)", redacted_url(url),
+                 self.config["homeserver.address"], self.domain)
+        await open_database(self.db, url)
         self._connector_db.override_pool(self.db)  # the connector's tables share the core's pool
         await self._connector_db.start()
         ca_file = self.config.get("homeserver.ca_file", None)
@@ -191,7 +200,7 @@ class Bridge:
         self._runner = web.AppRunner(self.intake.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config["appservice.hostname"], self.config["appservice.port"])
-        await site.start()
+        await listen(site, self.config["appservice.hostname"], self.config["appservice.port"])
         log.info("Appservice API listening on %s:%s", self.config["appservice.hostname"],
                  self.config["appservice.port"])
         await self._init_bot()
@@ -253,30 +262,14 @@ class Bridge:
         self.encryption.rooms.remember(room_id, content)
 
     async def _init_bot(self) -> None:
-        for attempt in range(30):
-            try:
-                await self.bot.ensure_registered()
-                await self.bot.set_displayname(self.config.get("appservice.bot_displayname", "Letterbox"))
-                caps = await self.bot.api.request(Method.GET, Path.v3.capabilities)
-                version = str(caps.get("capabilities", {}).get("m.room_versions", {}).get("default", "10"))
-                # From room version 12 on, creators hold power implicitly and may not be listed.
-                self.creators_listed_in_power_levels = not (version.isdigit() and int(version) >= 12)
-                await self._ping_homeserver()
-                return
-            except Exception as e:
-                log.warning("Homeserver not ready (%s), retrying (%d)", e, attempt)
-                await asyncio.sleep(1)
-        raise RuntimeError("the homeserver did not accept the bridge bot")
-
-    async def _ping_homeserver(self) -> None:
-        """Ask the homeserver to ping us: proves the round trip and makes Synapse retry queued
-        transactions now instead of after its back-off."""
-        try:
-            took = await self.bot.appservice_ping(self.config["appservice.id"])
-            log.info("Homeserver reached the bridge in %d ms", took)
-        except Exception as e:
-            log.warning("The homeserver could not reach the bridge at %s: %s",
-                        self.config["appservice.address"], e)
+        assert self.az is not None
+        probe = self.az.intent(self.ghosts.mxid("letterbox-namespace-check"))
+        await check_homeserver(self.config, self.bot, probe, lambda: self.intake.refused)
+        await self.bot.set_displayname(self.config.get("appservice.bot_displayname", "Letterbox"))
+        caps = await self.bot.api.request(Method.GET, Path.v3.capabilities)
+        version = str(caps.get("capabilities", {}).get("m.room_versions", {}).get("default", "10"))
+        # From room version 12 on, creators hold power implicitly and may not be listed.
+        self.creators_listed_in_power_levels = not (version.isdigit() and int(version) >= 12)
 
     async def stop(self) -> None:
         await self.processor.stop()

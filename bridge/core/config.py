@@ -25,6 +25,7 @@ __all__ = ["Config", "ConfigError", "compose_example", "core_example"]
 log = logging.getLogger("letterbox.config")
 
 ENV_PREFIX = "LETTERBOX_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Free-form maps: their keys are data, not options.
 _FREE_MAPS = {"bridge.permissions", "bridge.secrets.old_keys"}
 
@@ -158,6 +159,10 @@ class Config(RecursiveDict[CommentedMap]):
             raise ConfigError("appservice.username_template", "must contain {userid}")
         if not str(self["database.url"]).startswith(("sqlite:", "postgres://", "postgresql://")):
             raise ConfigError("database.url", "must start with sqlite: or postgresql://")
+        level = str(self.require("logging.level", str)).upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError("logging.level", f"{self['logging.level']!r} is not a level; use one "
+                              f"of {', '.join(LOG_LEVELS)}")
         perms = self.require("bridge.permissions", dict)
         for who, level in perms.items():
             if level not in ("relay", "user", "admin"):

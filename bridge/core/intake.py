@@ -57,6 +57,8 @@ class Intake:
         self.app.router.add_get(PREFIX + "/users/{user_id}", self._not_found)
         self.app.router.add_get(PREFIX + "/rooms/{alias}", self._not_found)
         self.pings = 0
+        # Requests refused for their hs_token (start-up tells a wrong token from a wrong URL).
+        self.refused = 0
         self.extras_handler: ExtrasHandler | None = None
 
     @web.middleware
@@ -74,6 +76,7 @@ class Intake:
         if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), self._hs_token):
             where = "only in the query string" if "access_token" in request.query else "missing or wrong"
             log.warning("Refused request to %s: hs_token %s", request.path, where)
+            self.refused += 1
             return _error(403, "M_FORBIDDEN", "Missing or invalid hs_token (use the Authorization header)")
         return await handler(request)
 
