@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("letterbox.startup")
 
 HOMESERVER_TIMEOUT_S = 15
+PING_ATTEMPTS = 4
 _REGISTER_AGAIN = ("write the registration again with `python -m bridge -g`, give it to the "
                    "homeserver (app_service_config_files) and restart the homeserver")
 # Synapse's answer to an appservice acting as a user outside its namespaces.
@@ -128,30 +129,44 @@ async def _check_namespace(config: Config, bot: IntentAPI, ghost_probe: IntentAP
 
 async def _ping(config: Config, bot: IntentAPI, hs_token_refusals: Callable[[], int]) -> None:
     refused_before = hs_token_refusals()
-    try:
-        took = await bot.appservice_ping(config["appservice.id"])
-    except MatrixRequestError as e:
-        errcode = getattr(e, "errcode", None)
-        status = getattr(e, "http_status", 0)
-        if errcode == "M_UNRECOGNIZED" or status == 404:
-            log.warning("The homeserver cannot ping appservices (too old); not checked that it "
-                        "reaches the bridge at %s", config["appservice.address"])
+    for attempt in range(1, PING_ATTEMPTS + 1):
+        try:
+            took = await bot.appservice_ping(config["appservice.id"])
+        except MatrixRequestError as e:
+            # Right after a restart the homeserver may try a pooled connection to the previous
+            # process first: a failed connection is tried again a few times, quickly.
+            if attempt < PING_ATTEMPTS and getattr(e, "errcode", None) == "M_CONNECTION_FAILED":
+                log.info("The homeserver could not connect to the bridge yet; pinging again")
+                await asyncio.sleep(0.5)
+                continue
+            _ping_failed(config, e, hs_token_refusals() > refused_before)
             return
-        if hs_token_refusals() > refused_before:
-            raise ConfigError("appservice.hs_token", "the homeserver calls the bridge with "
-                              "another token (its ping was refused); " + _REGISTER_AGAIN) from None
-        if errcode == "M_BAD_STATUS":
-            raise ConfigError("appservice.address", "what answers at the URL of the homeserver's "
-                              "registration is not this bridge; check appservice.address and port, "
-                              "then " + _REGISTER_AGAIN) from None
-        if errcode in ("M_CONNECTION_FAILED", "M_CONNECTION_TIMEOUT"):
-            raise ConfigError("appservice.address", "the homeserver cannot reach the bridge at "
-                              "the URL of its registration; check appservice.address, hostname "
-                              "and port, then " + _REGISTER_AGAIN) from None
-        if errcode == "M_FORBIDDEN":
-            raise ConfigError("appservice.id", f"the homeserver has no appservice "
-                              f"{config['appservice.id']!r} with this token; "
-                              + _REGISTER_AGAIN) from None
-        raise ConfigError("appservice.address", f"the homeserver could not ping the bridge "
-                          f"({errcode or status})") from None
-    log.info("Homeserver reached the bridge in %d ms", took)
+        log.info("Homeserver reached the bridge in %d ms", took)
+        return
+
+
+def _ping_failed(config: Config, e: MatrixRequestError, token_refused: bool) -> None:
+    """Raise the ConfigError a failed ping means (return when pings are not supported)."""
+    errcode = getattr(e, "errcode", None)
+    status = getattr(e, "http_status", 0)
+    if errcode == "M_UNRECOGNIZED" or status == 404:
+        log.warning("The homeserver cannot ping appservices (too old); not checked that it "
+                    "reaches the bridge at %s", config["appservice.address"])
+        return
+    if token_refused:
+        raise ConfigError("appservice.hs_token", "the homeserver calls the bridge with "
+                          "another token (its ping was refused); " + _REGISTER_AGAIN) from None
+    if errcode == "M_BAD_STATUS":
+        raise ConfigError("appservice.address", "what answers at the URL of the homeserver's "
+                          "registration is not this bridge; check appservice.address and port, "
+                          "then " + _REGISTER_AGAIN) from None
+    if errcode in ("M_CONNECTION_FAILED", "M_CONNECTION_TIMEOUT"):
+        raise ConfigError("appservice.address", "the homeserver cannot reach the bridge at "
+                          "the URL of its registration; check appservice.address, hostname "
+                          "and port, then " + _REGISTER_AGAIN) from None
+    if errcode == "M_FORBIDDEN":
+        raise ConfigError("appservice.id", f"the homeserver has no appservice "
+                          f"{config['appservice.id']!r} with this token; "
+                          + _REGISTER_AGAIN) from None
+    raise ConfigError("appservice.address", f"the homeserver could not ping the bridge "
+                      f"({errcode or status})") from None
