@@ -70,6 +70,9 @@ def listener() -> Iterator[socket.socket]:
 def test_busy_port(make_config: Any, bridge_setups: dict[str, BridgeSetup]) -> None:
     config = make_config()
     with socket.socket() as taken:
+        # SO_REUSEADDR: earlier tests' connections to this port may linger in TIME_WAIT; two
+        # listening sockets on one port are still refused.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", bridge_setups["email"].as_port))
         taken.listen(1)
         assert_one_line(run_bridge(config), "appservice.port", "already in use")
