@@ -18,6 +18,7 @@ from .process import ServerProcess, banner_check, ensure_ports_free
 from .tls import TlsFiles
 
 DOVECOT = Path("/usr/sbin/dovecot")
+DOVEADM = Path("/usr/bin/doveadm")
 POSTFIX = Path("/usr/sbin/postfix")
 DEFAULT_DOMAIN = "test.local"
 
@@ -282,6 +283,17 @@ service auth {{
         (self.layout.dovecot_base / "anvil-auth-penalty").unlink(missing_ok=True)
         self.process.spawn([DOVECOT, "-F", "-c", self.config], self.layout.logs / "dovecot.stdout")
         self.process.wait_ready(banner_check(self.ports.imap, b"* OK"), 20, "IMAP banner")
+
+    def set_uidvalidity(self, address: str, folder: str, uidvalidity: int) -> None:
+        """Give `folder` of `address` a new UIDVALIDITY (`doveadm mailbox update`), as a server
+        does after rebuilding its index: every client must forget the UIDs it knew."""
+        res = subprocess.run(
+            [os.fspath(DOVEADM), "-c", os.fspath(self.config), "mailbox", "update", "-u", address,
+             "--uid-validity", str(uidvalidity), folder],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        )
+        if res.returncode != 0:
+            raise DevstackError(f"doveadm mailbox update failed: {res.stderr.strip() or res.stdout}")
 
 
 class Postfix:

@@ -189,6 +189,26 @@ class MailStack:
         self._wait_for_login(local)
         return address
 
+    def restart_dovecot(self, down_s: float = 0.0) -> float:
+        """Stop Dovecot (clients see their connections closed), keep it down for `down_s`, start
+        it again; returns time.monotonic() when it accepts connections again."""
+        self.dovecot.process.stop()
+        time.sleep(down_s)
+        self.dovecot.start()
+        return time.monotonic()
+
+    def new_uidvalidity(self, user: str, folder: str = "INBOX") -> int:
+        """Give `folder` a new UIDVALIDITY (greater than the old one); returns it."""
+        client = self.imap_client(user)
+        try:
+            status, data = client.status(f'"{folder}"', "(UIDVALIDITY)")
+            assert status == "OK", data
+            old = int(re.search(rb"UIDVALIDITY (\d+)", data[0]).group(1))  # type: ignore[union-attr]
+        finally:
+            client.logout()
+        self.dovecot.set_uidvalidity(self.address(user), folder, old + 1)
+        return old + 1
+
     def empty_mailbox(self, user: str) -> None:
         """Delete every message and every folder but the auto-created INBOX, Sent and Trash."""
         keep = ("INBOX", "Sent", "Trash")

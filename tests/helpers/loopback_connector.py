@@ -17,7 +17,6 @@ from bridge.network import (
     BridgeAPI,
     ChatInfo,
     ChatMember,
-    CompletedLogin,
     LoginAPI,
     LoginFailed,
     LoginField,
@@ -32,11 +31,11 @@ from bridge.network import (
     NetworkConnector,
     NetworkUserID,
     PortalID,
-    RemoteAccountID,
     RemoteEvent,
     RemoteMessage,
     StartChatHandler,
     UserInfo,
+    UserLoginID,
 )
 from bridge.network.events import ConvertedPart
 
@@ -82,7 +81,7 @@ class LoopbackConnector(NetworkConnector):
         if self.bridge.decrypt_secret(login.metadata["password"]) != PASSWORD:
             raise LoginFailed("stored password is wrong")
         client = LoopbackClient(self, login)
-        self.clients[login.remote_name] = client  # tests find a client by its user name
+        self.clients[login.login_id] = client
         return client
 
     def next_id(self) -> str:
@@ -109,14 +108,16 @@ class LoopbackLogin(LoginProcess):
         if values["password"] != PASSWORD:
             raise LoginFailed("wrong password")
         assert self.connector.bridge
-        completed = CompletedLogin(
-            account=RemoteAccountID(values["username"]),
+        api = LoginAPI(
+            login_id=UserLoginID(f"loop:{values['username']}"),
+            user_mxid=self.user_mxid,
             remote_name=values["username"],
             metadata={"password": self.connector.bridge.encrypt_secret(values["password"])},
         )
+        client = LoopbackClient(self.connector, api)
+        self.connector.clients[api.login_id] = client
         return LoginStep(kind=LoginStepKind.COMPLETE, step_id="done",
-                         instructions=f"Logged in to loopback as {values['username']}.",
-                         completed=completed)
+                         instructions=f"Logged in to loopback as {values['username']}.", client=client)
 
 
 class LoopbackClient(NetworkClient, StartChatHandler):

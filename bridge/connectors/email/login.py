@@ -9,13 +9,13 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ...network import (
-    CompletedLogin,
+    LoginAPI,
     LoginFailed,
     LoginField,
     LoginProcess,
     LoginStep,
     LoginStepKind,
-    RemoteAccountID,
+    UserLoginID,
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .discovery import Discovered
@@ -264,11 +264,13 @@ class EmailLogin(LoginProcess):
                                  "tokens": self.tokens.seal(bridge.encrypt_secret)}
         else:
             metadata["password"] = bridge.encrypt_secret(self.password)
-        completed = CompletedLogin(
-            account=RemoteAccountID(address_key(self.address)),
+        api = LoginAPI(
+            login_id=UserLoginID(address_key(self.address)),
+            user_mxid=self.user_mxid,
             remote_name=self.address,
             metadata=metadata,
         )
+        client = self.connector.make_client(api)
         return LoginStep(kind=LoginStepKind.COMPLETE, step_id="complete",
                          instructions=f"Logged in as {self.address}. New mail will appear in rooms.",
-                         completed=completed)
+                         client=client)
