@@ -68,7 +68,7 @@ async def test_prefixed_command_in_a_portal_is_answered_and_never_sent(
     assert await sent_bodies(bridge, command) == []
     # The next ordinary message still goes out: the command did not break the room.
     normal = await user.send_text(portal, "a normal message")
-    sent = await bridge.connector.clients["loop:leaky"].sent.get()  # type: ignore[attr-defined]
+    sent = await bridge.connector.clients["leaky"].sent.get()  # type: ignore[attr-defined]
     assert sent.event_id == normal
 
 
@@ -213,8 +213,9 @@ async def test_delete_portal_empties_the_room_and_the_next_message_opens_a_new_o
     portal = await portal_with(bridge, user, room, "deleter", "jill")
     await user.send_text(portal, "!lb delete-portal")
     await wait_removed(user, portal)
-    assert await bridge.portals_table.get("dm:jill", "loop:deleter") is None
-    await bridge.connector.clients["loop:deleter"].receive("jill", "me again")  # type: ignore[attr-defined]
+    client = bridge.connector.clients["deleter"]  # type: ignore[attr-defined]
+    assert await bridge.portals_table.get("dm:jill", client.login.login_id) is None
+    await client.receive("jill", "me again")  # type: ignore[attr-defined]
     fresh = await user.wait_for_room_invite()
     assert fresh != portal
 
@@ -223,14 +224,15 @@ async def test_logout_offers_to_remove_its_rooms_and_space(bridge: Bridge, matri
     user = await matrix_user()
     room = await management_room(bridge, user)
     portal = await portal_with(bridge, user, room, "tidy", "kate")
-    space = (await bridge.logins_table.get("loop:tidy")).space_room  # type: ignore[union-attr]
+    login_id = bridge.connector.clients["tidy"].login.login_id  # type: ignore[attr-defined]
+    space = (await bridge.logins_table.get(login_id)).space_room  # type: ignore[union-attr]
     assert space
     await user.join(space)
     await user.send_text(room, "logout tidy")
     offer = (await wait_notice(user, room, bridge.bot_mxid, "--delete-rooms"))[-1]
     assert "1 room and a space" in offer and "--keep-rooms" in offer
-    assert await bridge.logins_table.get("loop:tidy") is not None  # nothing done yet
+    assert await bridge.logins_table.get(login_id) is not None  # nothing done yet
     await user.send_text(room, "logout tidy --delete-rooms")
     await wait_notice(user, room, bridge.bot_mxid, "Logged out of tidy. Removed its 1 room and its space")
     await wait_removed(user, portal, space)
-    assert await bridge.logins_table.get("loop:tidy") is None
+    assert await bridge.logins_table.get(login_id) is None

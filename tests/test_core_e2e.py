@@ -34,7 +34,7 @@ async def log_in(bridge: Bridge, user: MatrixTestClient, room: str, name: str = 
     await wait_notice(user, room, bridge.bot_mxid, "Password")
     await user.send_text(room, PASSWORD)
     await wait_notice(user, room, bridge.bot_mxid, f"Logged in to loopback as {name}")
-    return bridge.connector.clients[f"loop:{name}"]  # type: ignore[attr-defined]
+    return bridge.connector.clients[name]  # type: ignore[attr-defined]
 
 
 async def test_remote_message_creates_portal_and_reply_reaches_connector(
@@ -53,9 +53,10 @@ async def test_remote_message_creates_portal_and_reply_reaches_connector(
     for event_id in (wrong, secret):  # typed secrets are redacted at once
         event = await user.request("GET", f"/rooms/{room}/event/{event_id}")
         assert event["content"] == {}, event
-    client: LoopbackClient = bridge.connector.clients["loop:tester"]  # type: ignore[attr-defined]
-    stored = await bridge.logins_table.get("loop:tester")
-    assert stored and PASSWORD not in str(stored.metadata) and stored.metadata["password"].startswith("v1:")
+    client: LoopbackClient = bridge.connector.clients["tester"]  # type: ignore[attr-defined]
+    [stored] = await bridge.logins_table.for_user(user.user_id)
+    assert stored.remote_account == "tester" and stored.id != "tester"  # the bridge's own ID
+    assert PASSWORD not in str(stored.metadata) and stored.metadata["password"].startswith("v1:")
 
     await user.send_text(room, "list-logins")
     await wait_notice(user, room, bridge.bot_mxid, "• tester: connected")
@@ -110,7 +111,7 @@ async def test_start_chat_and_commands(bridge: Bridge, matrix_user: MakeUser) ->
     await wait_notice(user, room, bridge.bot_mxid, "That is not a command I know")
     await user.send_text(room, "logout starter --keep-rooms")
     await wait_notice(user, room, bridge.bot_mxid, "Logged out of starter")
-    assert await bridge.logins_table.get("loop:starter") is None
+    assert await bridge.logins_table.for_user(user.user_id) == []
 
 
 async def test_login_refused_outside_management_room_and_invites_checked(

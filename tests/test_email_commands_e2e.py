@@ -42,7 +42,8 @@ async def test_sync_fetches_mail_of_a_polled_folder_at_once(
     me = mailbox[0]
     user = await matrix_user()
     management = await logged_in(bridge, user, mail_stack, mailbox)
-    await user.wait_for(lambda: bridge.logins[me.casefold()].state.value == "CONNECTED")
+    [login] = bridge.logins_of(user.user_id)
+    await user.wait_for(lambda: login.state.value == "CONNECTED")
     now = datetime.now(UTC)
     await asyncio.to_thread(append, mail_stack, me, "Archive", mail(
         f"lou{uuid.uuid4().hex[:6]}@example.org", [me], "Filed", "filed away").as_bytes(), now)

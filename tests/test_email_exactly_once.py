@@ -17,11 +17,20 @@ from bridge.connectors.email.db import MailIndexRow
 from bridge.core.bridge import Bridge
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
-from tests.helpers.email_e2e import by_body, logged_in, mail, mails_in
+from tests.helpers.email_e2e import by_body, logged_in, mail, mails_in, wait_for_mail
 from tests.helpers.harness import start_bridge
-from tests.test_email_outbound_e2e import People, for_event, people, start_chat
+from tests.test_email_outbound_e2e import (
+    People,
+    blocks,
+    email_bridge_with,
+    for_event,
+    people,
+    start_chat,
+    wait_status,
+)
 
-__all__ = ["people"]  # the correspondents' mailboxes fixture, shared with the outbound tests
+# Fixtures shared with the outbound tests: correspondents' mailboxes, recipient blocks, options.
+__all__ = ["blocks", "email_bridge_with", "people"]
 
 pytestmark = pytest.mark.servers
 
@@ -156,3 +165,23 @@ async def test_sent_copy_made_just_before_a_crash_is_not_made_twice(
         assert await sent_copies(mail_stack, mailbox[0], event_id) == 1
     finally:
         await bridge.stop()
+
+
+async def test_mail_waiting_for_a_retry_holds_the_later_mail_of_its_room(
+    email_bridge_with: Callable[..., Awaitable[Bridge]], matrix_user: MakeUser, blocks: MailStack,
+    mailbox: tuple[str, str], people: People,
+) -> None:
+    mail_stack = blocks
+    bridge = await email_bridge_with(**{"outbound.retry_schedule": [4, 4, 30]})
+    user = await matrix_user()
+    bob = people.bob
+    management = await logged_in(bridge, user, mail_stack, mailbox)
+    room = await start_chat(bridge, user, management, bob)
+    mail_stack.set_recipient_block(bob, "450 4.2.0 try later")
+    first = await user.send_text(room, "Subject: In order\nfirst")
+    await wait_status(user, room, first, "PENDING")
+    mail_stack.clear_recipient_blocks()
+    second = await user.send_text(room, "second")
+    got_second = await wait_for_mail(mail_stack, bob, for_event(second), timeout=30)
+    got_first = await wait_for_mail(mail_stack, bob, for_event(first))
+    assert got_first.uid < got_second.uid

@@ -58,7 +58,8 @@ async def test_runtime_states_are_announced(
         user = await matrix_user()
         room = await management_room(bridge, user)
         await email_login(bridge, user, room, address, password, **servers(mail_stack))
-        login_id = address.casefold()
+        [login] = bridge.logins_of(user.user_id)
+        login_id = login.id
         await user.wait_for(lambda: bridge.logins[login_id].state.value == "CONNECTED")
 
         # The server goes away: a transient disconnect, then recovery when it is back.

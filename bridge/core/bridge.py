@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import ssl
 import time
 from typing import Any, cast
@@ -40,9 +41,9 @@ from ..db import (
     upgrade_table,
 )
 from ..network import (
+    CompletedLogin,
     LoginState,
     LoginStateEvent,
-    NetworkClient,
     NetworkConnector,
     PortalID,
     PortalRef,
@@ -72,6 +73,9 @@ from .user import User
 from .user_login import STATE_TEXT, UserLogin
 
 log = logging.getLogger("letterbox.bridge")
+
+RETENTION_INTERVAL_S = 3600
+
 
 class Bridge:
     """Implements the connector-facing `BridgeAPI` and owns all core state."""
@@ -209,6 +213,7 @@ class Bridge:
         for row in await self.logins_table.all():
             await self._load_login(row, connect=True)
         self.processor.start()
+        self.spawn(self._retention_loop(), "retention")
         if self.encryption is not None:
             self._tasks.add(self.encryption.probe_delivery(self._probe_result))
 
@@ -260,6 +265,24 @@ class Bridge:
         content = next((e["content"] for e in initial_state if e["type"] == "m.room.encryption"),
                        None)
         self.encryption.rooms.remember(room_id, content)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("Retention pass failed; trying again in an hour")
+            await asyncio.sleep(RETENTION_INTERVAL_S)
+
+    async def prune(self, now_ms: int | None = None) -> None:
+        """Delete what is kept only for a while: handled event IDs, and the connector's data of
+        logged-out logins and past its own retention period."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        keep_ms = int(float(self.config["bridge.retention.event_ids_days"]) * 86_400_000)
+        events = await self.inbox.prune(now_ms - keep_ms)
+        if events:
+            log.info("Retention: forgot %d handled event IDs", events)
+        await self.connector.prune(lambda login_id: login_id in self.logins, now_ms)
 
     async def _init_bot(self) -> None:
         assert self.az is not None
@@ -421,29 +444,39 @@ class Bridge:
             log.exception("Login %s failed to connect", login.id)
             await self.send_login_state(login.id, LoginStateEvent(LoginState.UNKNOWN_ERROR, str(e)))
 
-    async def add_login(self, user: User, client: NetworkClient) -> UserLogin:
-        """Store a completed login (replacing the user's earlier login of the same account)."""
-        api = client.login
-        existing = self.logins.get(api.login_id)
+    async def add_login(self, user: User, completed: CompletedLogin) -> UserLogin:
+        """Store a completed login. The same Matrix user's earlier login to the same account is
+        replaced and keeps its ID (and so its rooms, queue and index); anyone else's login to
+        that account is a login of its own that never sees this one's data."""
+        existing = next((lg for lg in self.logins_of(user.mxid)
+                         if lg.row.remote_account == completed.account), None)
         if existing:
-            if existing.row.user_mxid != user.mxid:
-                raise PermissionError("That account is already logged in by another Matrix user.")
             if existing.client:
                 await existing.client.disconnect()
-            existing.row.metadata = api.metadata
-            existing.row.remote_name = api.remote_name
+            existing.row.metadata = completed.metadata
+            existing.row.remote_name = completed.remote_name
             await self.logins_table.update(existing.row)
-            existing.client = client
-            self.spawn(self._connect(existing), f"connect-{api.login_id}")
+            existing.client = await self.connector.load_login(existing.api())
+            self.spawn(self._connect(existing), f"connect-{existing.id}")
             return existing
         await self.users_table.upsert(UserRow(user.mxid, user.management_room))
-        row = UserLoginRow(id=api.login_id, user_mxid=user.mxid, remote_name=api.remote_name,
-                           space_room=None, state=LoginState.CONNECTING.value, metadata=api.metadata)
+        row = UserLoginRow(id=await self._new_login_id(), user_mxid=user.mxid,
+                           remote_name=completed.remote_name, space_room=None,
+                           state=LoginState.CONNECTING.value, metadata=completed.metadata,
+                           remote_account=completed.account)
+        login = UserLogin(row=row)
+        login.client = await self.connector.load_login(login.api())
         await self.logins_table.insert(row)
-        login = UserLogin(row=row, client=client)
         self.logins[login.id] = login
-        self.spawn(self._connect(login), f"connect-{api.login_id}")
+        self.spawn(self._connect(login), f"connect-{login.id}")
         return login
+
+    async def _new_login_id(self) -> UserLoginID:
+        """A fresh random ID (never one a logged-out login had: its data may not be gone yet)."""
+        while True:
+            candidate = UserLoginID(secrets.token_hex(6))
+            if candidate not in self.logins and await self.logins_table.get(candidate) is None:
+                return candidate
 
     async def remove_login(self, login: UserLogin) -> None:
         if login.client:
@@ -451,6 +484,8 @@ class Bridge:
                 await login.client.logout()
             except Exception:
                 log.exception("Error while logging out %s", login.id)
+        # Its queue (unsent mail included), index and sync state go with it.
+        await self.connector.delete_login_data(login.id)
         for key in [k for k in self.portals if k[1] == login.id]:
             await self.portals.pop(key).stop()
         for portal_row in await self.portals_table.for_receiver(login.id):

@@ -410,12 +410,8 @@ class CommandProcessor:
         assert flow is not None
         if step.kind == LoginStepKind.COMPLETE:
             user.login_flow = None
-            assert step.client is not None
-            try:
-                login = await self.bridge.add_login(user, step.client)
-            except PermissionError as e:
-                await self.reply(flow.room_id, str(e))
-                return
+            assert step.completed is not None
+            login = await self.bridge.add_login(user, step.completed)
             await self.reply(flow.room_id, step.instructions or f"Logged in as {login.row.remote_name}.")
             return
         flow.step = step

@@ -167,6 +167,8 @@ class Config(RecursiveDict[CommentedMap]):
         for who, level in perms.items():
             if level not in ("relay", "user", "admin"):
                 raise ConfigError(f"bridge.permissions.{who}", "level must be relay, user or admin")
+        if self.require("bridge.retention.event_ids_days", (int, float)) <= 0:
+            raise ConfigError("bridge.retention.event_ids_days", "must be a positive number of days")
         key = str(self.require("bridge.secrets.key", str))
         if key == "generate":
             raise ConfigError("bridge.secrets.key", "not generated yet: run `python -m bridge -g`")

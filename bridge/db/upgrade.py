@@ -131,3 +131,14 @@ async def upgrade_v4(conn: Connection, scheme: Scheme) -> None:
     # the done flag are needed (deduplication of replayed transactions).
     await conn.execute("UPDATE matrix_event_inbox SET event_json='{}' WHERE done=true")
     await conn.execute("CREATE INDEX as_transaction_received_idx ON as_transaction (received_at)")
+
+
+@upgrade_table.register(description="A login's remote account, beside its own ID")
+async def upgrade_v5(conn: Connection, scheme: Scheme) -> None:
+    # Logins used to be keyed by the typed address. The ID is now the bridge's own; the account
+    # tells a Matrix user's re-login (same login) from another user's (a login of its own).
+    await conn.execute("ALTER TABLE user_login ADD COLUMN remote_account TEXT NOT NULL DEFAULT ''")
+    await conn.execute("UPDATE user_login SET remote_account=id")
+    await conn.execute(
+        "CREATE UNIQUE INDEX user_login_account_idx ON user_login (user_mxid, remote_account)"
+    )

@@ -8,7 +8,7 @@ from mautrix.util.async_db import Database
 
 from bridge.db.rows import Record
 
-_COLUMNS = "id, user_mxid, remote_name, space_room, state, metadata"
+_COLUMNS = "id, user_mxid, remote_name, space_room, state, metadata, remote_account"
 
 
 @dataclass(slots=True)
@@ -19,12 +19,14 @@ class UserLoginRow:
     space_room: str | None
     state: str
     metadata: dict[str, Any]
+    # The remote account (the connector's RemoteAccountID); `id` is the bridge's own.
+    remote_account: str = ""
 
     @classmethod
     def from_record(cls, row: Record) -> UserLoginRow:
         return cls(
             row["id"], row["user_mxid"], row["remote_name"], row["space_room"], row["state"],
-            json.loads(row["metadata"]),
+            json.loads(row["metadata"]), row["remote_account"],
         )
 
 
@@ -48,9 +50,9 @@ class UserLoginTable:
 
     async def insert(self, login: UserLoginRow) -> None:
         await self.db.execute(
-            f"INSERT INTO user_login ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+            f"INSERT INTO user_login ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             login.id, login.user_mxid, login.remote_name, login.space_room, login.state,
-            json.dumps(login.metadata),
+            json.dumps(login.metadata), login.remote_account,
         )
 
     async def update(self, login: UserLoginRow) -> None:

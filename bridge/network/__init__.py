@@ -37,8 +37,8 @@ from .events import (
     RemoteReadReceipt,
     UserInfo,
 )
-from .ids import MessageID, NetworkUserID, PortalID, UserLoginID
-from .login import LoginField, LoginProcess, LoginStep, LoginStepKind
+from .ids import MessageID, NetworkUserID, PortalID, RemoteAccountID, UserLoginID
+from .login import CompletedLogin, LoginField, LoginProcess, LoginStep, LoginStepKind
 from .matrix import (
     MatrixEdit,
     MatrixMessage,
@@ -55,6 +55,7 @@ __all__ = [
     "BridgeAPI",
     "ChatInfo",
     "ChatMember",
+    "CompletedLogin",
     "ConfigError",
     "ConnectorError",
     "DisplayNameHandler",
@@ -81,6 +82,7 @@ __all__ = [
     "ReactionHandler",
     "ReadReceiptHandler",
     "RedactionHandler",
+    "RemoteAccountID",
     "RemoteChatInfoChange",
     "RemoteDelete",
     "RemoteEdit",

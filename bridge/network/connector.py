@@ -132,6 +132,16 @@ class NetworkConnector(ABC):
     async def load_login(self, login: LoginAPI) -> NetworkClient:
         """Build the client for a stored login (not yet connected)."""
 
+    async def delete_login_data(self, login_id: UserLoginID) -> None:  # noqa: B027 - optional hook
+        """Delete every row this connector keeps for a login that was logged out (its client,
+        if any, is already disconnected): queued messages are cancelled, never sent."""
+
+    async def prune(  # noqa: B027 - optional hook
+        self, live_logins: Callable[[UserLoginID], bool], now_ms: int
+    ) -> None:
+        """Retention: delete rows of logins that no longer exist (`live_logins` says which do)
+        and data past its retention period."""
+
     def cli_commands(self) -> dict[str, Callable[[list[str]], int]]:
         """Extra `python -m bridge <command>` entry points offered by this connector."""
         return {}

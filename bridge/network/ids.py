@@ -1,11 +1,17 @@
-"""Opaque identifiers chosen by a connector; the core only stores and compares them."""
+"""Opaque identifiers; the core only stores and compares them."""
 
 from __future__ import annotations
 
 from typing import NewType
 
 UserLoginID = NewType("UserLoginID", str)
-"""One remote account (e.g. an email address), unique within the connector."""
+"""One login: chosen by the core, never derived from what a user typed. Every row a connector
+keeps for a login belongs to this ID, so two Matrix users logged in to the same account never
+share data, and nothing of a logged-out login passes to a later one."""
+
+RemoteAccountID = NewType("RemoteAccountID", str)
+"""The remote account a login is for (e.g. a normalised email address), chosen by the connector.
+A Matrix user logging in again to the same account replaces that login, keeping its ID."""
 
 NetworkUserID = NewType("NetworkUserID", str)
 """A remote user (a correspondent); becomes a ghost."""

@@ -6,10 +6,9 @@ from abc import ABC, abstractmethod
 import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from .connector import NetworkClient
+from .ids import RemoteAccountID
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +29,23 @@ class LoginStepKind(str, Enum):
 
 
 @dataclass(slots=True)
+class CompletedLogin:
+    """What a finished login hands the core. The core gives it its login ID (a new one, or the
+    ID of the same Matrix user's login to the same account) and then loads its client."""
+
+    account: RemoteAccountID
+    remote_name: str
+    metadata: dict[str, Any]
+
+
+@dataclass(slots=True)
 class LoginStep:
     kind: LoginStepKind
     step_id: str
     instructions: str
     fields: list[LoginField] = field(default_factory=list)
-    # Set on COMPLETE: the new, already connected client.
-    client: NetworkClient | None = None
+    # Set on COMPLETE: the checked login, to be stored.
+    completed: CompletedLogin | None = None
     # Answers that may also arrive from outside the room (an OAuth provider calling the bridge's
     # public callback): once resolved, the core submits them as if the user had typed them.
     external: asyncio.Future[dict[str, str]] | None = None

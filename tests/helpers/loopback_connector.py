@@ -17,6 +17,7 @@ from bridge.network import (
     BridgeAPI,
     ChatInfo,
     ChatMember,
+    CompletedLogin,
     LoginAPI,
     LoginFailed,
     LoginField,
@@ -31,11 +32,11 @@ from bridge.network import (
     NetworkConnector,
     NetworkUserID,
     PortalID,
+    RemoteAccountID,
     RemoteEvent,
     RemoteMessage,
     StartChatHandler,
     UserInfo,
-    UserLoginID,
 )
 from bridge.network.events import ConvertedPart
 
@@ -81,7 +82,7 @@ class LoopbackConnector(NetworkConnector):
         if self.bridge.decrypt_secret(login.metadata["password"]) != PASSWORD:
             raise LoginFailed("stored password is wrong")
         client = LoopbackClient(self, login)
-        self.clients[login.login_id] = client
+        self.clients[login.remote_name] = client  # tests find a client by its user name
         return client
 
     def next_id(self) -> str:
@@ -108,16 +109,14 @@ class LoopbackLogin(LoginProcess):
         if values["password"] != PASSWORD:
             raise LoginFailed("wrong password")
         assert self.connector.bridge
-        api = LoginAPI(
-            login_id=UserLoginID(f"loop:{values['username']}"),
-            user_mxid=self.user_mxid,
+        completed = CompletedLogin(
+            account=RemoteAccountID(values["username"]),
             remote_name=values["username"],
             metadata={"password": self.connector.bridge.encrypt_secret(values["password"])},
         )
-        client = LoopbackClient(self.connector, api)
-        self.connector.clients[api.login_id] = client
         return LoginStep(kind=LoginStepKind.COMPLETE, step_id="done",
-                         instructions=f"Logged in to loopback as {values['username']}.", client=client)
+                         instructions=f"Logged in to loopback as {values['username']}.",
+                         completed=completed)
 
 
 class LoopbackClient(NetworkClient, StartChatHandler):

@@ -45,6 +45,7 @@ class EmailConfig:
     discovery: bool
     discovery_timeout: float
     discovery_nameserver: str | None
+    keep_sent_days: float
 
     @classmethod
     def defaults(cls) -> EmailConfig:
@@ -81,6 +82,10 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
     schedule = _get(section, "outbound.retry_schedule", list)
     if not schedule or not all(isinstance(x, (int, float)) and x > 0 for x in schedule):
         raise ConfigError(f"{SECTION}.outbound.retry_schedule", "must be a list of positive seconds")
+    keep_sent = _positive(section, "outbound.keep_sent_days")
+    if keep_sent < 1:
+        raise ConfigError(f"{SECTION}.outbound.keep_sent_days",
+                          "must be at least 1 (the hourly sending limit counts stored mail)")
     folders = _get(section, "imap.extra_folders", list) or []
     if not all(isinstance(f, str) and f for f in folders):
         raise ConfigError(f"{SECTION}.imap.extra_folders", "must be a list of folder names")
@@ -107,4 +112,5 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         discovery=bool(_get(section, "discovery.enabled", bool)),
         discovery_timeout=_positive(section, "discovery.timeout"),
         discovery_nameserver=_get(section, "discovery.nameserver", str) or None,
+        keep_sent_days=keep_sent,
     )

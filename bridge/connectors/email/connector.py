@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import logging
 from typing import Any
 
 from mautrix.util.async_db import UpgradeTable
 
-from ...network import BridgeAPI, LoginAPI, LoginProcess, NetworkClient, NetworkConnector
+from ...network import (
+    BridgeAPI,
+    LoginAPI,
+    LoginProcess,
+    NetworkClient,
+    NetworkConnector,
+    UserLoginID,
+)
 from .client import EmailClient
 from .config import EmailConfig, example_config, parse_config
-from .db import upgrade_table
+from .db import LoginDataTable, upgrade_table
 from .discovery import Discovered, DnsResolver, discover
 from .inbound.limits import ParseLimits
 from .inbound.pool import close_default_pool
@@ -18,6 +26,8 @@ from .login import PASSWORD_FIELD, EmailLogin
 from .oauth.authorize import CALLBACK_PATH, Authorizations
 from .oauth.callback import CallbackPage
 from .oauth.providers import PRESETS, OAuthProvider
+
+log = logging.getLogger("letterbox.email")
 
 
 class EmailConnector(NetworkConnector):
@@ -92,6 +102,19 @@ class EmailConnector(NetworkConnector):
 
     async def load_login(self, login: LoginAPI) -> NetworkClient:
         return self.make_client(login)
+
+    async def delete_login_data(self, login_id: UserLoginID) -> None:
+        deleted = await LoginDataTable(self.bridge.connector_db).delete_login(login_id)
+        log.info("Deleted %d stored rows (queue, index, sync state) of login %s", deleted, login_id)
+
+    async def prune(self, live_logins: Callable[[UserLoginID], bool], now_ms: int) -> None:
+        table = LoginDataTable(self.bridge.connector_db)
+        orphans = await table.delete_orphans(lambda login_id: live_logins(UserLoginID(login_id)))
+        keep_ms = int(self.config.keep_sent_days * 86_400_000)
+        finished = await table.prune_finished_outbox(now_ms - keep_ms)
+        if orphans or finished:
+            log.info("Retention: deleted %d rows of logged-out logins and %d sent or failed mails",
+                     orphans, finished)
 
     def cli_commands(self) -> dict[str, Callable[[list[str]], int]]:
         return {"preview": _preview_command}

@@ -9,13 +9,13 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ...network import (
-    LoginAPI,
+    CompletedLogin,
     LoginFailed,
     LoginField,
     LoginProcess,
     LoginStep,
     LoginStepKind,
-    UserLoginID,
+    RemoteAccountID,
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
 from .discovery import Discovered
@@ -264,13 +264,11 @@ class EmailLogin(LoginProcess):
                                  "tokens": self.tokens.seal(bridge.encrypt_secret)}
         else:
             metadata["password"] = bridge.encrypt_secret(self.password)
-        api = LoginAPI(
-            login_id=UserLoginID(address_key(self.address)),
-            user_mxid=self.user_mxid,
+        completed = CompletedLogin(
+            account=RemoteAccountID(address_key(self.address)),
             remote_name=self.address,
             metadata=metadata,
         )
-        client = self.connector.make_client(api)
         return LoginStep(kind=LoginStepKind.COMPLETE, step_id="complete",
                          instructions=f"Logged in as {self.address}. New mail will appear in rooms.",
-                         client=client)
+                         completed=completed)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ...network import PortalID, PortalRef
 from .db import OutboxRow, OutboxState, OutboxTable
+from .db.outbox import RETRY_MARK
 from .outbound.smtp_submit import (
     SmtpAuthFailed,
     SmtpError,
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("letterbox.email.outbox")
 
 
-#: Marks the outbox row of a later attempt for recipients that were refused temporarily.
-RETRY_MARK = "#retry"
 #: How long a Sent-folder copy that could not be made waits before the next try.
 COPY_RETRY_MS = 60_000
 
@@ -70,8 +69,12 @@ class Outbox:
         while True:
             self._wake.clear()
             try:
+                held: set[str] = set()  # rooms whose older mail waits for a retry
                 for row in await self.table.due(login_id, _now_ms()):
-                    await self._send(row)
+                    if row.portal_id in held:
+                        continue
+                    if not await self._send(row) and RETRY_MARK not in row.event_id:
+                        held.add(row.portal_id)
                 copies_owed = False
                 for row in await self.table.copies_pending(login_id):
                     copies_owed |= not await self._copy_to_sent(row)
@@ -92,7 +95,8 @@ class Outbox:
             except TimeoutError:
                 pass
 
-    async def _send(self, row: OutboxRow) -> None:
+    async def _send(self, row: OutboxRow) -> bool:
+        """Try one mail; False if it waits for a retry (later mail of its room waits too)."""
         portal = PortalRef(PortalID(row.portal_id), row.room_id, row.portal_id.startswith("dm:"))
         await self.table.set_state(row.event_id, OutboxState.SENDING)
         try:
@@ -100,18 +104,19 @@ class Outbox:
                                   recipients=row.recipients)
         except SmtpPermanent as e:
             await self._failed(row, portal, _server_reply(e))
-            return
+            return True
         except SmtpError as e:
-            await self._retry_later(row, portal, e, _server_reply(e))
-            return
+            return not await self._retry_later(row, portal, e, _server_reply(e))
         await self._sent(row, portal, result)
+        return True
 
-    async def _retry_later(self, row: OutboxRow, portal: PortalRef, exc: SmtpError, reply: str) -> None:
+    async def _retry_later(self, row: OutboxRow, portal: PortalRef, exc: SmtpError, reply: str) -> bool:
+        """Schedule the next attempt (True), or give up once the schedule is used up (False)."""
         schedule = self.client.connector.config.retry_schedule
         attempts = row.attempts + 1
         if attempts > len(schedule):
             await self._failed(row, portal, f"gave up after {attempts} attempts: {reply}")
-            return
+            return False
         delay = schedule[attempts - 1]
         log.info("Mail %s for %s deferred (%s); attempt %d in %.0fs", row.message_id, row.recipients,
                  reply, attempts + 1, delay)
@@ -123,6 +128,7 @@ class Outbox:
             await self.client.bridge.report_send_status(
                 portal, row.event_id, delivered=False, retrying=True,
                 reason=f"Not sent yet, will retry: {reply}")
+        return True
 
     async def _failed(self, row: OutboxRow, portal: PortalRef, reply: str) -> None:
         log.warning("Mail %s failed permanently: %s", row.message_id, reply)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from .checkpoint import CheckpointTable
+from .login_data import LoginDataTable
 from .mail_index import MailIndexRow, MailIndexTable
 from .outbox import OutboxRow, OutboxState, OutboxTable
 from .upgrade import upgrade_table
 
 __all__ = [
     "CheckpointTable",
+    "LoginDataTable",
     "MailIndexRow",
     "MailIndexTable",
     "OutboxRow",

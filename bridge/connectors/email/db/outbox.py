@@ -9,8 +9,18 @@ from mautrix.util.async_db import Database
 
 from bridge.db.rows import Record, rowcount
 
+#: Marks the outbox row of a later attempt for recipients that were refused temporarily.
+RETRY_MARK = "#retry"
+
 _COLUMNS = ("event_id, login_id, portal_id, room_id, message_id, raw, recipients, state, attempts, "
             "next_attempt, last_error, created_at")
+
+
+#: Condition on row `o`: no older mail of its room is still waiting to be sent.
+_NOT_HELD = f"""NOT EXISTS (
+    SELECT 1 FROM email_outbox e WHERE e.login_id=o.login_id AND e.portal_id=o.portal_id
+    AND e.state IN ('queued', 'sending') AND e.created_at < o.created_at
+    AND e.event_id NOT LIKE '%{RETRY_MARK}%')"""
 
 
 class OutboxState(str, Enum):
@@ -65,16 +75,19 @@ class OutboxTable:
         return OutboxRow.from_record(row) if row else None
 
     async def due(self, login_id: str, now_ms: int) -> list[OutboxRow]:
+        """Mails to try now, oldest first; a mail waits while an older one of its room is
+        still unsent (a retry for refused recipients of a sent mail holds nothing)."""
         rows = await self.db.fetch(
-            f"""SELECT {_COLUMNS} FROM email_outbox WHERE login_id=$1 AND state IN ('queued', 'sending')
-                AND next_attempt <= $2 ORDER BY created_at""",
+            f"""SELECT {_COLUMNS} FROM email_outbox o WHERE login_id=$1 AND state IN ('queued', 'sending')
+                AND next_attempt <= $2 AND {_NOT_HELD} ORDER BY created_at""",
             login_id, now_ms,
         )
         return [OutboxRow.from_record(r) for r in rows]
 
     async def next_due_time(self, login_id: str) -> int | None:
         due: int | None = await self.db.fetchval(
-            "SELECT MIN(next_attempt) FROM email_outbox WHERE login_id=$1 AND state IN ('queued', 'sending')",
+            f"""SELECT MIN(next_attempt) FROM email_outbox o WHERE login_id=$1
+                AND state IN ('queued', 'sending') AND {_NOT_HELD}""",
             login_id,
         )
         return due
