@@ -43,6 +43,10 @@ PERMISSIONS = {"*": "relay", "localhost": "user"}
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--postgres", action="store_true",
                         help="run the bridge on PostgreSQL (the local server or a private cluster)")
+    parser.add_argument("--encrypted", action="store_true",
+                        help="also run the bridge with encrypted portals (a second database) and "
+                             "compare; the user then has an E2EE device (matrix-nio) the room "
+                             "keys are shared with")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp root (server configs and logs) and print its path")
 
@@ -59,6 +63,8 @@ class BenchEnv:
     db_label: str
     user: MatrixTestClient
     log_file: Path
+    config_encrypted: Path | None = None
+    password: str = ""
 
     async def mailbox(self, local: str) -> tuple[str, str]:
         """A fresh mailbox on the running Dovecot/Postfix that accepts a login: (address, password)."""
@@ -78,12 +84,15 @@ class BenchEnv:
             await asyncio.to_thread(client.logout)
             return address, password
 
-    async def start_bridge(self, probe: StageProbe | None = None) -> Bridge:
-        """Start an in-process bridge with the email connector (`probe` is attached first)."""
+    async def start_bridge(self, probe: StageProbe | None = None, *, encrypted: bool = False) -> Bridge:
+        """Start an in-process bridge with the email connector (`probe` is attached first);
+        `encrypted`: the config whose portals are encrypted (its own database)."""
+        config = self.config_encrypted if encrypted else self.config
+        assert config is not None, "run with --encrypted"
         if probe is None:
-            return await start_bridge(self.config, connector_name="email")
+            return await start_bridge(config, connector_name="email")
         connector = load_connector("email")
-        bridge = Bridge(load_config(self.config, connector), connector)
+        bridge = Bridge(load_config(config, connector), connector)
         probe.wrap(bridge)
         await bridge.start()
         return bridge
@@ -164,6 +173,17 @@ async def bench_env(args: argparse.Namespace) -> AsyncIterator[BenchEnv]:
             config = setup.config_for("bench", hs_url=synapse.hs_url, db_url=db_url,
                                       network={"ca_file": str(mail.ca_file),
                                                "discovery.enabled": False})
+            config_encrypted: Path | None = None
+            if getattr(args, "encrypted", False):
+                encrypted_db = f"sqlite:{root / 'bridge-e2ee.db'}"
+                if args.postgres:
+                    name = f"letterbox_bench_{uuid.uuid4().hex[:12]}"
+                    encrypted_db = await asyncio.to_thread(create_database, server.dsn, name)
+                    stack.callback(drop_database, server.dsn, name)
+                config_encrypted = setup.config_for(
+                    "bench-e2ee", hs_url=synapse.hs_url, db_url=encrypted_db,
+                    network={"ca_file": str(mail.ca_file), "discovery.enabled": False},
+                    core={"encryption.default": True})
             name = f"bench{uuid.uuid4().hex[:6]}"
             user_id, token = await asyncio.to_thread(synapse.register_user, name, f"pass-{name}")
             user = MatrixTestClient(synapse.hs_url, user_id, token)
@@ -171,7 +191,8 @@ async def bench_env(args: argparse.Namespace) -> AsyncIterator[BenchEnv]:
             await user.sync_once()
             step(f"servers up (root {root}, bridge database {db_label})")
             try:
-                yield BenchEnv(root, mail, synapse, setup, config, db_label, user, log_file)
+                yield BenchEnv(root, mail, synapse, setup, config, db_label, user, log_file,
+                               config_encrypted, f"pass-{name}")
             except BaseException:
                 print(f"failed; the last lines of {log_file}:\n{_tail(log_file)}", file=sys.stderr)
                 raise

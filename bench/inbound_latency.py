@@ -1,6 +1,9 @@
 """Inbound latency: one mail at a time, SMTP send -> event visible to the Matrix client.
 
-Run: `.venv/bin/python -m bench.inbound_latency [-n 30] [--postgres] [--watch messages]`.
+Run: `.venv/bin/python -m bench.inbound_latency [-n 30] [--postgres] [--watch messages] [--encrypted]`.
+`--encrypted` runs the bridge a second time with encrypted portals (the user has an E2EE device,
+matrix-nio, the room keys are shared with) and prints the ratio of the bridge's own share of the
+latency (delivery -> event stored by the homeserver, from in-process time stamps) to the plain run.
 Baselines from the same run and the same servers: a plain IMAP client in IDLE (Dovecot pushes
 EXISTS about 0.5 s after delivery: the floor of any IDLE-based bridge) and NOOP + UID SEARCH
 polling every 10 ms (when the mail is in the mailbox at all). Prints figures; asserts nothing.
@@ -10,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 import cProfile
+import itertools
 import pstats
 import statistics
 import sys
 import time
+
+from devstack.e2ee_client import E2EEUser
+from devstack.matrix_client import Event
 
 from .env import BenchEnv, bench_env, common_arguments, run_main, step
 from .imap_baseline import idle_latencies, poll_latencies
@@ -43,22 +51,45 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _bridge_latencies(env: BenchEnv, args: argparse.Namespace, prof: cProfile.Profile | None
+def _arrival_order(kind: str) -> Callable[[Event], str | None]:
+    """Markers for encrypted events, by arrival: the watcher cannot read them, but mails are
+    sent one at a time and each becomes exactly one event."""
+    count = itertools.count()
+
+    def marker_of(event: Event) -> str | None:
+        if event.get("type") != "m.room.encrypted":
+            return None
+        return marker(kind, next(count))
+    return marker_of
+
+
+async def _bridge_latencies(env: BenchEnv, args: argparse.Namespace, prof: cProfile.Profile | None,
+                            *, encrypted: bool = False
                             ) -> tuple[list[float], dict[str, list[float]]]:
     probe = StageProbe()
-    bridge = await env.start_bridge(probe)
+    bridge = await env.start_bridge(probe, encrypted=encrypted)
     watcher: RoomWatcher | None = None
+    device: E2EEUser | None = None
     try:
-        address, password = await env.mailbox("bridged")
+        address, password = await env.mailbox("bridged-e2ee" if encrypted else "bridged")
+        if encrypted:  # a device with keys, as the user's client has
+            device = E2EEUser(env.synapse.hs_url, env.user.user_id, env.root / "nio")
+            await device.login(env.password)
         step("bridge started; logging in through the bot")
         await env.log_in(bridge, (address, password))
         # A first mail creates the direct chat; it is not measured (room creation, worker start).
         await asyncio.to_thread(deliver_timed, env.mail, bench_mail(address, "warmup", 0), address)
         room = await env.user.wait_for_room_invite(timeout=30)
         await env.user.join(room)
-        await env.user.wait_for_event(room, lambda e: mail_marker(e) == marker("warmup", 0), timeout=30)
+        if encrypted:
+            await env.user.wait_for_event(room, lambda e: e.get("type") == "m.room.encrypted",
+                                          timeout=30)
+        else:
+            await env.user.wait_for_event(room, lambda e: mail_marker(e) == marker("warmup", 0),
+                                          timeout=30)
         await asyncio.sleep(1.0)  # let the engine go back to IDLE
-        watcher = RoomWatcher(env.user, room, mail_marker, mode=args.watch)
+        watcher = RoomWatcher(env.user, room, _arrival_order("lat") if encrypted else mail_marker,
+                              mode=args.watch)
         await watcher.start()
         probe.attach_logging()
         step(f"bridge: {args.n} mails, one at a time")
@@ -79,6 +110,8 @@ async def _bridge_latencies(env: BenchEnv, args: argparse.Namespace, prof: cProf
         probe.detach_logging()
         if watcher is not None:
             await watcher.stop()
+        if device is not None:
+            await device.close()
         await env.stop_bridge(bridge)
     assert watcher is not None
     latencies = [watcher.arrivals[t] - sent[t] for t in sent]
@@ -105,6 +138,10 @@ async def run(args: argparse.Namespace) -> None:
         step(f"baseline: SEARCH polling, {args.n} mails")
         poll = await asyncio.to_thread(poll_latencies, env.mail, plain[0], args.n, 0.1, 0.01)
         bridge, stages = await _bridge_latencies(env, args, prof)
+        encrypted: tuple[list[float], dict[str, list[float]]] | None = None
+        if args.encrypted:
+            step(f"bridge with encrypted portals: {args.n} mails, one at a time")
+            encrypted = await _bridge_latencies(env, args, None, encrypted=True)
         db_label = env.db_label
     total = time.monotonic() - started
 
@@ -136,10 +173,31 @@ async def run(args: argparse.Namespace) -> None:
             values = stages[key]
             print(f"    {label:<46} median {statistics.median(values) * 1000:6.0f} ms, "
                   f"max {max(values) * 1000:6.0f} ms")
+    if encrypted is not None:
+        _print_encrypted(bridge, stages, *encrypted)
     print(f"  total run time {total:.0f} s")
     if prof:
         print()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
+
+
+def _own_share(stages: dict[str, list[float]]) -> list[float]:
+    """The bridge's own time per mail: from the IDLE push to the homeserver's answer to the send
+    (what encryption can add to: convert, encrypt, upload, send)."""
+    return [c + s for c, s in zip(stages["convert"], stages["send"], strict=True)]
+
+
+def _print_encrypted(plain: list[float], plain_stages: dict[str, list[float]],
+                     enc: list[float], enc_stages: dict[str, list[float]]) -> None:
+    e = Summary.of(enc)
+    print(e.row("bridge, encrypted portal: SMTP send -> event"))
+    print(f"  ratio encrypted / plain end to end: median {ratio(e.median, Summary.of(plain).median)}")
+    own_plain, own_enc = _own_share(plain_stages), _own_share(enc_stages)
+    if own_plain and own_enc:
+        mp, me = statistics.median(own_plain), statistics.median(own_enc)
+        print(f"  bridge's own share (FETCH+parse+convert+send), median: plain {mp * 1000:.0f} ms, "
+              f"encrypted {me * 1000:.0f} ms, ratio {ratio(me, mp)} "
+              f"(issue target: encryption adds less than 10 %)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,12 +56,13 @@ class StageProbe:
     def wrap(self, bridge: Bridge) -> None:
         """Wrap this bridge instance's queue_remote_event (the class is untouched); call it
         before Bridge.start(), which hands the instance to the connector."""
-        inner: Callable[..., Awaitable[None]] = bridge.queue_remote_event
+        inner: Callable[..., Awaitable[Any]] = bridge.queue_remote_event
 
-        async def timed(login_id: Any, event: Any) -> None:
+        async def timed(login_id: Any, event: Any) -> Any:
             message_id = str(getattr(event, "message_id", ""))
             self.queued.setdefault(message_id, time.monotonic())
-            await inner(login_id, event)
+            portal = await inner(login_id, event)  # the connector records where the mail went
             self.posted.setdefault(message_id, time.monotonic())
+            return portal
 
         bridge.queue_remote_event = timed  # type: ignore[method-assign]
