@@ -29,6 +29,8 @@ cd "$repo"
 stop_bridge
 "$py" -m devstack.demo configure --dir "$demo"
 "$py" -m devstack up --root "$demo/stack" --registration "$demo/registration.yaml"
+# The log may name users and rooms: readable by its owner only, like everything the bridge writes.
+(umask 077; touch "$demo/bridge.log"); chmod 600 "$demo/bridge.log"
 setsid "$py" -m bridge -c "$demo/config.yaml" >>"$demo/bridge.log" 2>&1 </dev/null &
 echo $! >"$demo/bridge.pid"
 echo "[demo] bridge started (pid $(cat "$demo/bridge.pid"), log $demo/bridge.log)"
