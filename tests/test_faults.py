@@ -30,6 +30,7 @@ SUITE_SIZE = Size()
 IN_SUITE = [
     "inbound-kills",
     "attachment-kills",
+    "outbound-kills",
     "postgres-terminate",
     "oversized-attachment",
     "uidvalidity",
@@ -70,4 +71,5 @@ async def test_each_message_arrives_once_in_order(case: tuple[str, str],
                                                    fault_context: FaultContext) -> None:
     scenario, _ = SCENARIOS[case[0]]
     outcome = await scenario(fault_context, SUITE_SIZE)
+    print(outcome.report())  # the figures of a passing run too (pytest -rP)
     assert outcome.clean, outcome.report()
