@@ -18,6 +18,7 @@ from hypothesis import settings
 import pytest
 
 from bridge.core.bridge import Bridge
+from devstack.dkim import DkimRig
 from devstack.errors import MissingBinaryError
 from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
@@ -204,12 +205,23 @@ def mailbox(mail_stack: MailStack) -> tuple[str, str]:
     return mail_stack.add_user(local, password), password
 
 
+@pytest.fixture(scope="session")
+def dkim_rig() -> Iterator[DkimRig]:
+    """Signs test mail for any domain; its loopback DNS server publishes the key."""
+    rig = DkimRig()
+    rig.start()
+    yield rig
+    rig.stop()
+
+
 @pytest.fixture
 def email_config(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str,
-                 mail_stack: MailStack, tmp_path: Path) -> Path:
-    """Config of an email bridge on a fresh database, trusting the test mail servers' CA."""
+                 mail_stack: MailStack, dkim_rig: DkimRig, tmp_path: Path) -> Path:
+    """Config of an email bridge on a fresh database, trusting the test mail servers' CA and
+    looking DKIM keys up in the rig's DNS server."""
     return bridge_setups["email"].config_for(
         tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
         network={"ca_file": str(mail_stack.ca_file), "imap.poll_interval": 1,
-                 "outbound.retry_schedule": [1, 2, 30]},
+                 "outbound.retry_schedule": [1, 2, 30],
+                 "authenticity.dns_resolver": dkim_rig.address, "authenticity.dns_timeout": 2},
     )

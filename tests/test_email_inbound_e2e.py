@@ -18,9 +18,10 @@ import pytest
 
 from bridge.core.bridge import Bridge
 from devstack.bot_flows import email_login, management_room, wait_notice
+from devstack.dkim import DkimRig
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
-from tests.helpers.email_e2e import by_body, logged_in, mail, mails_in, servers, wait_in_inbox
+from tests.helpers.email_e2e import by_body, logged_in, mail, mails_in, servers, signed, wait_in_inbox
 from tests.helpers.harness import start_bridge
 
 pytestmark = pytest.mark.servers
@@ -40,14 +41,15 @@ async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
 
 
 async def test_mail_arrives_in_rooms_and_threads(
-    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str]
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+    dkim_rig: DkimRig,
 ) -> None:
     user = await matrix_user()
     me = mailbox[0]
     await logged_in(email_bridge, user, mail_stack, mailbox)
 
     first = mail("Bob Example <bob@example.org>", [me], "Lunch on Friday?", "Shall we meet at noon?")
-    mail_stack.deliver(first.as_bytes(), [me], "bob@example.org")
+    mail_stack.deliver(signed(dkim_rig, first), [me], "bob@example.org")
     dm = await user.wait_for_room_invite(timeout=20)
     await user.join(dm)
     root = await user.wait_for_event(dm, by_body("Shall we meet at noon?"))

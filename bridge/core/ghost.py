@@ -49,7 +49,8 @@ class Ghosts:
         changed = row is None
         if row is None:
             row = GhostRow(id=user_id, name="", name_set=False)
-        if info and info.name and (info.name != row.name or not row.name_set):
+        renames = info is not None and info.authoritative and info.name != row.name
+        if info and info.name and (renames or not row.name_set):
             try:
                 await intent.set_displayname(info.name, check_current=False)
                 row.name, row.name_set = info.name, True

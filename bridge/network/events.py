@@ -11,10 +11,15 @@ from .ids import MessageID, NetworkUserID, PortalID
 
 @dataclass(slots=True)
 class UserInfo:
-    """Profile of a remote user, applied to its ghost."""
+    """Profile of a remote user, applied to its ghost.
+
+    `authoritative=False` marks a name the network cannot vouch for: it names a ghost that has no
+    name yet, but never replaces one.
+    """
 
     name: str | None = None
     identifiers: list[str] = field(default_factory=list)
+    authoritative: bool = True
 
 
 @dataclass(slots=True)

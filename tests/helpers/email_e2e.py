@@ -15,6 +15,7 @@ import re
 import time
 
 from devstack.bot_flows import HasBot, email_login, management_room
+from devstack.dkim import DkimRig
 from devstack.e2ee_client import E2EEUser
 from devstack.matrix_client import Event, MatrixTestClient
 from devstack.stack import MailStack
@@ -45,6 +46,12 @@ def mail(sender: str, to: list[str], subject: str, text: str, *, cc: list[str] |
     if html:
         msg.add_alternative(html, subtype="html")
     return msg
+
+
+def signed(rig: DkimRig, msg: EmailMessage) -> bytes:
+    """`msg` DKIM-signed by the domain of its From address (the rig's DNS publishes the key)."""
+    domain = str(msg["From"]).rpartition("@")[2].strip(" >")
+    return rig.sign(msg.as_bytes(), domain)
 
 
 async def logged_in(bridge: HasBot, user: MatrixTestClient | E2EEUser, mail_stack: MailStack,

@@ -35,7 +35,15 @@ from ...network import (
     SyncHandler,
 )
 from .addresses import InvalidAddress, address_key, parse_mailbox
-from .db import CheckpointTable, MailIndexTable, OutboxRow, OutboxState, OutboxTable
+from .authenticity import SenderAuthenticator
+from .db import (
+    CheckpointTable,
+    MailIndexTable,
+    OutboxRow,
+    OutboxState,
+    OutboxTable,
+    PortalPeopleTable,
+)
 from .imap import Backfill, ImapAccount, ImapError, ImapFolderError, ImapOps, ImapSync, SyncState
 from .oauth.keeper import SignInKeeper
 from .oauth.tokens import OAuthTokens, TokenSet
@@ -67,6 +75,9 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         self.smtp_spec = ServerSpec.from_json(meta["smtp"])
         db = connector.bridge.connector_db
         self.mail_index = MailIndexTable(db)
+        self.portal_people = PortalPeopleTable(db)
+        self.authenticator = SenderAuthenticator(connector.config.trust, self.address)
+        self.sent_folder: str | None = None
         self.checkpoints = CheckpointTable(db, login.login_id)
         self.outbox = Outbox(self, OutboxTable(db))
         self.own_addresses = {address_key(self.address)}
@@ -133,6 +144,7 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
                 sent = None
             if sent and sent not in folders:
                 folders.append(sent)
+            self.sent_folder = sent
         self._sync = ImapSync(
             account, sink=InboundPipeline(self), checkpoints=self.checkpoints, listener=self,
             folders=folders,
@@ -221,12 +233,20 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             raise ConnectorError(f"Not sent: the limit of {cfg.max_mails_per_hour} mails per hour is reached.")
         prepared = await prepare_mail(self, msg)
         await self.mail_index.upsert(prepared.index)
+        # Whoever the owner writes to belongs to the room.
+        await self.portal_people.add(self.login.login_id, msg.portal.portal_id,
+                                     [address_key(a) for a in prepared.recipients])
         await self.outbox.table.insert(OutboxRow(
             event_id=msg.event_id, login_id=self.login.login_id, portal_id=msg.portal.portal_id,
             room_id=msg.portal.room_id, message_id=prepared.message_id, raw=prepared.raw,
             recipients=prepared.recipients,
         ))
         self.outbox.wake()
+        if prepared.dropped:
+            await self.bridge.notify_portal(
+                self.login.login_id, msg.portal,
+                f"Not sent to {', '.join(prepared.dropped)}: only a mail whose sender is not verified "
+                "or not part of this conversation named them. Start a chat with them to write to them.")
         return MessageID(prepared.message_id)
 
     async def handle_matrix_edit(self, edit: MatrixEdit) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from ...network import ConfigError
+from .authenticity import TrustSettings
 from .oauth.providers import OAuthProvider, parse_providers
 
 SECTION = "network.email"
@@ -46,6 +47,8 @@ class EmailConfig:
     discovery_timeout: float
     discovery_nameserver: str | None
     keep_sent_days: float
+    max_people_per_mail: int
+    trust: TrustSettings
 
     @classmethod
     def defaults(cls) -> EmailConfig:
@@ -70,6 +73,32 @@ def _positive(section: dict[str, Any], path: str) -> float:
     if value is None or value <= 0:
         raise ConfigError(f"{SECTION}.{path}", "must be a positive number")
     return float(value)
+
+
+def _resolver(section: dict[str, Any]) -> str | None:
+    value = _get(section, "authenticity.dns_resolver", str)
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{SECTION}.authenticity.dns_resolver", "must be host:port, e.g. 127.0.0.1:53")
+    return str(value)
+
+
+def _trust(section: dict[str, Any]) -> TrustSettings:
+    ids = _get(section, "authenticity.trusted_authserv_ids", dict) or {}
+    for scope, values in ids.items():
+        if not isinstance(scope, str) or not isinstance(values, list) or not all(
+                isinstance(v, str) and v.strip() for v in values):
+            raise ConfigError(f"{SECTION}.authenticity.trusted_authserv_ids",
+                              "maps a login address, a domain or * to a list of authserv-ids")
+    return TrustSettings(
+        trusted_authserv_ids={k: [v.strip() for v in vs] for k, vs in ids.items()},
+        verify_dkim=bool(_get(section, "authenticity.verify_dkim", bool)),
+        dns_resolver=_resolver(section),
+        dns_timeout=_positive(section, "authenticity.dns_timeout"),
+        quarantine=bool(_get(section, "authenticity.quarantine", bool)),
+    )
 
 
 def parse_config(section: dict[str, Any]) -> EmailConfig:
@@ -113,4 +142,6 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         discovery_timeout=_positive(section, "discovery.timeout"),
         discovery_nameserver=_get(section, "discovery.nameserver", str) or None,
         keep_sent_days=keep_sent,
+        max_people_per_mail=int(_positive(section, "limits.max_people_per_mail")),
+        trust=_trust(section),
     )

@@ -14,21 +14,22 @@ from typing import TYPE_CHECKING
 
 from ...network import MessageID, NetworkUserID, PortalID, RemoteMessage, UserInfo
 from ...network.events import ConvertedPart, MediaUpload
-from .addresses import Mailbox, address_key
+from .addresses import address_key
+from .authenticity import Authenticity, SenderCheck
+from .authenticity.check import MailEvidence
 from .db import MailIndexRow
 from .imap import FetchedMail
 from .inbound.convert import ConvertedEmail, convert_email, convert_rejected
 from .inbound.limits import MailRejected
 from .inbound.model import ParsedEmail
-from .inbound.parse import parse_email
+from .inbound.parse import UNKNOWN_SENDER, parse_email
+from .placement import MAILER_DAEMON, Placement, Placer, thread_refs
 from .rooms import ghost_id, room_for, user_info
 
 if TYPE_CHECKING:
     from .client import EmailClient
 
 log = logging.getLogger("letterbox.email.receive")
-
-MAILER_DAEMON = Mailbox("mailer-daemon@letterbox.invalid", "Mail delivery system")
 
 
 def fallback_message_id(raw: bytes) -> str:
@@ -41,6 +42,7 @@ class InboundPipeline:
 
     def __init__(self, client: EmailClient) -> None:
         self.client = client
+        self.placer = Placer(client)
 
     async def is_known(self, message_id: str) -> bool:
         """Indexed here: posted to Matrix (the index row is written once the core has posted
@@ -66,50 +68,54 @@ class InboundPipeline:
         if await self.is_known(message_id):
             # Already in Matrix or sent from it (the same mail in another folder, our own sent
             # mail): only where it is stored is recorded; its portal stays as indexed.
-            await index.upsert(self._index_row(parsed, message_id, PortalID(""), mail))
+            await index.upsert(self._index_row(parsed, message_id, PortalID(""), mail, answerable=True))
             return
-        remote = await self._remote_message(parsed, message_id, mail)
+        check = await self._check_sender(parsed, mail)
+        placement = await self.placer.place(parsed, check)
+        remote = await self._remote_message(parsed, message_id, mail, placement)
         # The core says where the mail is: a mail it posted before stays in its portal.
         portal = await self.client.bridge.queue_remote_event(login_id, remote)
-        await index.upsert(self._index_row(parsed, message_id, portal, mail))
+        await self.client.portal_people.add(login_id, portal, placement.new_people)
+        await index.upsert(self._index_row(parsed, message_id, portal, mail,
+                                           answerable=placement.answerable))
 
-    async def _remote_message(self, parsed: ParsedEmail, message_id: str, mail: FetchedMail) -> RemoteMessage:
-        own = self.client.own_addresses
-        index = self.client.mail_index
-        login_id = self.client.login.login_id
-        refs = _thread_refs(parsed)
-        sender = parsed.sender
-        reply_to = parsed.in_reply_to
-        portal_id = await index.portal_for_any(login_id, list(reversed(refs)))
-        if parsed.report and parsed.report.original_message_id:
-            original = await index.get(login_id, parsed.report.original_message_id)
-            if original:
-                portal_id, reply_to = PortalID(original.portal_id), parsed.report.original_message_id
-            sender = MAILER_DAEMON if not parsed.sender.addr else parsed.sender
-        people = [parsed.sender, *parsed.to, *parsed.cc]
-        key = room_for(people, own, parsed.list_id)
-        if portal_id is None:
-            portal_id = key.portal_id
-        known_thread = any([await self.is_known(r) for r in refs])
+    async def _check_sender(self, parsed: ParsedEmail, mail: FetchedMail) -> SenderCheck:
+        """Own mail found in the Sent folder is the owner's; anything else is checked."""
+        if mail.folder == self.client.sent_folder and address_key(parsed.sender.addr) in self.client.own_addresses:
+            return SenderCheck(Authenticity.VERIFIED, "Sent folder")
+        check = await self.client.authenticator.check(MailEvidence(
+            raw=mail.raw, from_domain=parsed.sender.domain if parsed.sender.addr != UNKNOWN_SENDER.addr else "",
+            from_headers=parsed.from_headers, auth_results=parsed.auth_results,
+            dkim_signed=parsed.dkim_signed))
+        if not check.verified:
+            log.info("Sender of %s in %s not verified (%s by %s): %s", parsed.message_id, mail.folder,
+                     check.status.value, check.how, check.reason)
+        return check
+
+    async def _remote_message(self, parsed: ParsedEmail, message_id: str, mail: FetchedMail,
+                              placement: Placement) -> RemoteMessage:
+        refs = thread_refs(parsed)
+        known_thread = placement.joined_thread and any([await self.is_known(r) for r in refs])
         # Sanitising hostile HTML can take a moment: keep the event loop free meanwhile.
         converted: ConvertedEmail = await asyncio.to_thread(
-            convert_email, parsed, include_subject=not known_thread)
+            convert_email, parsed, include_subject=not known_thread, notices=placement.notices)
         timestamp = parsed.date or mail.internal_date or datetime.now(UTC)
+        sender = placement.sender
         return RemoteMessage(
-            portal=PortalID(portal_id),
+            portal=placement.portal,
             sender=ghost_id(sender),
-            sender_info=user_info(sender),
+            sender_info=user_info(sender, vouched=placement.vouched),
             timestamp=timestamp,
-            chat_info=key.info,
+            chat_info=placement.room.info,
             message_id=MessageID(message_id),
             parts=[ConvertedPart(e.type, e.content) for e in converted.events],
             uploads=[MediaUpload(k, a.data, a.mimetype, a.filename) for k, a in converted.uploads.items()],
-            thread_root=MessageID(parsed.references[0]) if parsed.references else (
-                MessageID(reply_to) if reply_to else None),
-            reply_to=MessageID(reply_to) if reply_to else None,
+            thread_root=placement.thread_root,
+            reply_to=placement.reply_to,
         )
 
-    def _index_row(self, parsed: ParsedEmail, message_id: str, portal: PortalID, mail: FetchedMail) -> MailIndexRow:
+    def _index_row(self, parsed: ParsedEmail, message_id: str, portal: PortalID, mail: FetchedMail,
+                   *, answerable: bool) -> MailIndexRow:
         date = parsed.date or mail.internal_date or datetime.now(UTC)
         return MailIndexRow(
             login_id=self.client.login.login_id,
@@ -119,10 +125,11 @@ class InboundPipeline:
             sender=parsed.sender.addr,
             recipients=[m.addr for m in parsed.to],
             cc=[m.addr for m in parsed.cc],
-            refs=_thread_refs(parsed),
+            refs=thread_refs(parsed),
             folder=mail.folder,
             uid=mail.uid,
             sent_at=int(date.timestamp() * 1000),
+            answerable=answerable,
         )
 
     async def _post_rejected(self, mail: FetchedMail, reason: str) -> None:
@@ -141,10 +148,3 @@ class InboundPipeline:
         )
         await self.client.bridge.queue_remote_event(self.client.login.login_id, remote)
 
-
-def _thread_refs(parsed: ParsedEmail) -> list[str]:
-    """References plus In-Reply-To (when missing from References), oldest first."""
-    refs = list(parsed.references)
-    if parsed.in_reply_to and parsed.in_reply_to not in refs:
-        refs.append(parsed.in_reply_to)
-    return refs

@@ -42,6 +42,8 @@ class PreparedMail:
     message_id: str
     recipients: list[str]
     index: MailIndexRow
+    # Addresses of the answered mail left out because they do not belong to the room.
+    dropped: list[str]
 
     @property
     def raw(self) -> bytes:
@@ -54,8 +56,10 @@ async def prepare_mail(client: EmailClient, msg: MatrixMessage) -> PreparedMail:
     answered = await _answered_mail(client, msg)
     own = client.own_addresses
     sender = Mailbox(client.address, client.display_name)
+    dropped: list[str] = []
     if answered is not None:
         to, cc = _reply_all(answered, own)
+        to, cc, dropped = await _room_people_only(client, msg.portal.portal_id, to, cc)
         subject = reply_subject(answered.subject)
         in_reply_to = answered.message_id
         references = _references(answered, msg.thread_root)
@@ -87,7 +91,7 @@ async def prepare_mail(client: EmailClient, msg: MatrixMessage) -> PreparedMail:
         subject=subject, sender=sender.addr, recipients=[m.addr for m in to], cc=[m.addr for m in cc],
         refs=references, sent_at=msg.timestamp_ms,
     )
-    return PreparedMail(message, message_id, recipients, index)
+    return PreparedMail(message, message_id, recipients, index, dropped)
 
 
 async def _answered_mail(client: EmailClient, msg: MatrixMessage) -> MailIndexRow | None:
@@ -96,7 +100,8 @@ async def _answered_mail(client: EmailClient, msg: MatrixMessage) -> MailIndexRo
     for candidate in (msg.reply_to, msg.thread_latest, msg.thread_root):
         if candidate:
             row = await index.get(login_id, candidate)
-            if row:
+            # A delivery report is never answered; nor is a mail of another room.
+            if row and row.answerable and row.portal_id == msg.portal.portal_id:
                 return row
     if msg.thread_root is None and msg.portal.portal_id.startswith(("dm:", "group:", "list:")):
         # A top-level message continues the most recent thread with these people.
@@ -135,6 +140,25 @@ def _reply_all(row: MailIndexRow, own: set[str]) -> tuple[list[Mailbox], list[Ma
         return out
 
     return keep([*first, *row.recipients]), keep(row.cc)
+
+
+async def _room_people_only(client: EmailClient, portal_id: str, to: list[Mailbox], cc: list[Mailbox]
+                            ) -> tuple[list[Mailbox], list[Mailbox], list[str]]:
+    """Only the room's people are answered: an address that only a mail from outside the room
+    (or from an unverified sender) named is left out, and the caller tells the user."""
+    login_id = client.login.login_id
+    dropped: list[str] = []
+
+    async def keep(boxes: list[Mailbox]) -> list[Mailbox]:
+        kept = []
+        for mb in boxes:
+            if await client.portal_people.includes(login_id, portal_id, address_key(mb.addr)):
+                kept.append(mb)
+            else:
+                dropped.append(mb.addr)
+        return kept
+
+    return await keep(to), await keep(cc), dropped
 
 
 def _dm_address(portal_id: str) -> Mailbox:

@@ -6,6 +6,7 @@ from .checkpoint import CheckpointTable
 from .login_data import LoginDataTable
 from .mail_index import MailIndexRow, MailIndexTable
 from .outbox import OutboxRow, OutboxState, OutboxTable
+from .portal_people import PortalPeopleTable
 from .upgrade import upgrade_table
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "OutboxRow",
     "OutboxState",
     "OutboxTable",
+    "PortalPeopleTable",
     "upgrade_table",
 ]

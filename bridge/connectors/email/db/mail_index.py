@@ -7,7 +7,8 @@ from mautrix.util.async_db import Database
 
 from bridge.db.rows import Record
 
-_COLUMNS = "login_id, message_id, portal_id, subject, sender, recipients, cc, refs, folder, uid, sent_at"
+_COLUMNS = ("login_id, message_id, portal_id, subject, sender, recipients, cc, refs, folder, uid, sent_at, "
+            "answerable")
 
 
 @dataclass(slots=True)
@@ -25,12 +26,14 @@ class MailIndexRow:
     folder: str | None = None
     uid: int | None = None
     sent_at: int = 0
+    # False for delivery reports and the like: shown, never a reply target.
+    answerable: bool = True
 
     @classmethod
     def from_record(cls, r: Record) -> MailIndexRow:
         return cls(r["login_id"], r["message_id"], r["portal_id"], r["subject"], r["sender"],
                    json.loads(r["recipients"]), json.loads(r["cc"]), json.loads(r["refs"]),
-                   r["folder"], r["uid"], r["sent_at"])
+                   r["folder"], r["uid"], r["sent_at"], bool(r["answerable"]))
 
 
 class MailIndexTable:
@@ -39,14 +42,14 @@ class MailIndexTable:
 
     async def upsert(self, m: MailIndexRow) -> None:
         await self.db.execute(
-            f"""INSERT INTO email_mail ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+            f"""INSERT INTO email_mail ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
                 ON CONFLICT (login_id, message_id) DO UPDATE SET
                 portal_id=CASE WHEN email_mail.portal_id = '' THEN excluded.portal_id
                                ELSE email_mail.portal_id END,
                 folder=COALESCE(excluded.folder, email_mail.folder),
                 uid=COALESCE(excluded.uid, email_mail.uid)""",
             m.login_id, m.message_id, m.portal_id, m.subject, m.sender, json.dumps(m.recipients),
-            json.dumps(m.cc), json.dumps(m.refs), m.folder, m.uid, m.sent_at,
+            json.dumps(m.cc), json.dumps(m.refs), m.folder, m.uid, m.sent_at, m.answerable,
         )
 
     async def get(self, login_id: str, message_id: str) -> MailIndexRow | None:
@@ -56,8 +59,9 @@ class MailIndexTable:
         return MailIndexRow.from_record(row) if row else None
 
     async def latest_in_portal(self, login_id: str, portal_id: str) -> MailIndexRow | None:
+        """The most recent mail of the room that can be answered (never a delivery report)."""
         row = await self.db.fetchrow(
-            f"""SELECT {_COLUMNS} FROM email_mail WHERE login_id=$1 AND portal_id=$2
+            f"""SELECT {_COLUMNS} FROM email_mail WHERE login_id=$1 AND portal_id=$2 AND answerable
                 ORDER BY sent_at DESC LIMIT 1""",
             login_id, portal_id,
         )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from mautrix.util.async_db import Connection, Scheme, UpgradeTable
 
 upgrade_table = UpgradeTable(version_table_name="email_version", database_name="Letterbox email")
@@ -58,3 +60,27 @@ async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
 async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
     # Set together with state 'sent'; cleared once the copy is in the Sent folder.
     await conn.execute("ALTER TABLE email_outbox ADD COLUMN copy_pending BOOLEAN NOT NULL DEFAULT false")
+
+
+@upgrade_table.register(description="Room membership of correspondents; mails that are no reply target")
+async def upgrade_v3(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute(
+        """CREATE TABLE email_portal_person (
+            login_id  TEXT NOT NULL,
+            portal_id TEXT NOT NULL,
+            person    TEXT NOT NULL,
+            PRIMARY KEY (login_id, portal_id, person)
+        )"""
+    )
+    # Delivery reports and the like are shown, but a reply never goes to their sender.
+    await conn.execute("ALTER TABLE email_mail ADD COLUMN answerable BOOLEAN NOT NULL DEFAULT TRUE")
+    rows = await conn.fetch(
+        "SELECT login_id, portal_id, sender, recipients, cc FROM email_mail WHERE portal_id <> ''")
+    for row in rows:
+        people = [row["sender"], *json.loads(row["recipients"]), *json.loads(row["cc"])]
+        for person in dict.fromkeys(p.casefold() for p in people if p):
+            await conn.execute(
+                """INSERT INTO email_portal_person (login_id, portal_id, person) VALUES ($1, $2, $3)
+                   ON CONFLICT (login_id, portal_id, person) DO NOTHING""",
+                row["login_id"], row["portal_id"], person,
+            )

@@ -185,8 +185,9 @@ def _attachment_key(index: int) -> str:
 
 
 class _Builder:
-    def __init__(self, parsed: ParsedEmail, max_event_bytes: int) -> None:
+    def __init__(self, parsed: ParsedEmail, max_event_bytes: int, notices: list[str]) -> None:
         self.parsed = parsed
+        self.notices = notices
         self.max_event_bytes = max_event_bytes
         self.result = ConvertedEmail()
         self.truncated = False
@@ -207,9 +208,11 @@ class _Builder:
         if subject:
             text_parts.append(subject)
             html_parts.append(f"<strong>{escape(subject)}</strong>")
+        notice_text, notice_html = _notices(self.notices)
         if not text_parts:
-            return "", ""
-        return " ".join(text_parts), " ".join(html_parts) + "<br>"
+            return notice_text, notice_html
+        return (notice_text + "\n" if notice_text else "") + " ".join(text_parts), (
+            notice_html + " ".join(html_parts) + "<br>")
 
     def text_body(self, include_subject: bool, label: str | None) -> _Body:
         parsed = self.parsed
@@ -322,18 +325,28 @@ def _report_summary(report: DeliveryReport) -> str:
     return text if text.endswith(".") else text + "."
 
 
+def _notices(notices: list[str]) -> tuple[str, str]:
+    """Lines the bridge puts above a mail (sender not verified, people left out), text and HTML."""
+    return "\n".join(notices), "".join(f"<p><em>{escape(n)}</em></p>" for n in notices)
+
+
 def convert_email(
-    parsed: ParsedEmail, *, include_subject: bool, max_event_bytes: int = 60_000
+    parsed: ParsedEmail, *, include_subject: bool, max_event_bytes: int = 60_000,
+    notices: list[str] | None = None,
 ) -> ConvertedEmail:
-    """The events for one received mail (see the module docstring for the placeholder scheme)."""
-    builder = _Builder(parsed, max_event_bytes)
+    """The events for one received mail (see the module docstring for the placeholder scheme).
+
+    `notices` are shown above the mail's text, emphasised (what the bridge warns about it).
+    """
+    builder = _Builder(parsed, max_event_bytes, list(notices or []))
     if parsed.report is not None:
         report = parsed.report
         summary = _report_summary(report)
         details = report.text.strip() or html_to_text(parsed.html[:MAX_HTML_CHARS])
+        notice_text, notice_html = _notices(builder.notices)
         body = _Body(
-            prefix_text=summary,
-            prefix_html=f"<p><strong>{escape(summary)}</strong></p>",
+            prefix_text=(notice_text + "\n" if notice_text else "") + summary,
+            prefix_html=f"{notice_html}<p><strong>{escape(summary)}</strong></p>",
             kept_text="",
             kept_html=None,
             stripped_text=details,

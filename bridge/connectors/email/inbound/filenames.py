@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from .charset import decode_bytes, fix_surrogates
 from .headers import decode_words
+from .safe_text import strip_format_chars
 
 _PARAM_KEY = re.compile(r"^([A-Za-z0-9_.\-]+?)(?:\*(\d+))?(\*)?$")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -105,8 +106,9 @@ def _join_rfc2231(segments: dict[int, tuple[bool, str]]) -> str:
 
 
 def safe_filename(name: str) -> str:
-    """A display/download name: NFC, no path separators or control characters, bounded length."""
-    name = unicodedata.normalize("NFC", name)
+    """A display/download name: NFC, no path separators, control or format characters (an RTL
+    override would disguise the extension), bounded length."""
+    name = unicodedata.normalize("NFC", strip_format_chars(name))
     name = _UNSAFE.sub("_", name).strip()
     if name.strip(".") == "":
         return ""

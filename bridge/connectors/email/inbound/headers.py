@@ -11,6 +11,7 @@ import re
 
 from ..addresses import InvalidAddress, Mailbox, address_key, normalise_address, parse_mailbox_list
 from .charset import decode_bytes, fix_surrogates
+from .safe_text import safe_display_name, strip_bidi_controls
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?]*)\?=")
 _BETWEEN_WORDS = re.compile(r"^[ \t\r\n]*$")
@@ -89,6 +90,26 @@ def header_text(value: str | None, hint: str | None = None) -> str:
     return clean_text(decode_words(value))
 
 
+_MAX_SUBJECT_DECODE_ROUNDS = 4
+
+
+def subject_text(value: str | None, hint: str | None = None) -> str:
+    """The subject as one clean line that stays the same however often it is decoded again.
+
+    Encoded words nested inside encoded words would turn into new text (even a line break) when a
+    reply quotes the subject, so they are decoded here until nothing changes, once, on the way in;
+    whatever still looks like an encoded word after that is defused. Bidi controls are removed.
+    """
+    text = header_text(value, hint)
+    for _ in range(_MAX_SUBJECT_DECODE_ROUNDS):
+        if not _ENCODED_WORD.search(text):
+            break
+        text = clean_text(decode_words(text))
+    if _ENCODED_WORD.search(text):
+        text = text.replace("=?", "= ?")
+    return strip_bidi_controls(text)
+
+
 def raw_headers(msg: Message) -> dict[str, list[str]]:
     """Header values without the stdlib's structured parsing, which can raise on bad input."""
     found: dict[str, list[str]] = {}
@@ -147,7 +168,8 @@ def mailboxes(values: list[str] | None, hint: str | None = None) -> list[Mailbox
     except RecursionError:
         # The stdlib address parser recurses once per token; a hostile header can exhaust the stack.
         found = _bare_mailboxes(unfolded)
-    return [Mailbox(addr=m.addr, name=header_text(m.name, hint).strip("\"' ")) for m in found]
+    return [Mailbox(addr=m.addr, name=safe_display_name(header_text(m.name, hint), m.addr))
+            for m in found]
 
 
 _BARE_ADDRESS = re.compile(r"[^\s<>,;:\"()\[\]]+@[^\s<>,;:\"()\[\]]+")

@@ -87,3 +87,7 @@ class ParsedEmail:
     # Not asked for by every caller, but needed to render the message honestly.
     encrypted: bool = False
     auto_submitted: str | None = None
+    # Evidence of who sent it: Authentication-Results values (top first), From header count.
+    auth_results: list[str] = field(default_factory=list)
+    from_headers: int = 0
+    dkim_signed: bool = False

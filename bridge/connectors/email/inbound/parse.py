@@ -35,6 +35,7 @@ from .headers import (
     normalise_message_id,
     parse_date,
     raw_headers,
+    subject_text,
 )
 from .limits import MailRejected, ParseLimits, too_large
 from .mimeparts import content_type, decoded_payload, disposition, serialise, transfer_decode
@@ -350,7 +351,7 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedEmail:
         message_id=normalise_message_id(first(headers, "message-id")),
         in_reply_to=normalise_message_id(first(headers, "in-reply-to")),
         references=message_id_list(headers.get("references")),
-        subject=header_text(first(headers, "subject"), hint),
+        subject=subject_text(first(headers, "subject"), hint),
         sender=senders[0] if senders else UNKNOWN_SENDER,
         to=mailboxes(headers.get("to"), hint),
         cc=mailboxes(headers.get("cc"), hint),
@@ -366,6 +367,9 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedEmail:
         raw=raw,
         encrypted=walker.encrypted,
         auto_submitted=auto_submitted(headers),
+        auth_results=headers.get("authentication-results", []),
+        from_headers=len(headers.get("from", [])),
+        dkim_signed="dkim-signature" in headers,
     )
 
 

@@ -21,7 +21,7 @@ def _status_code(status: str | None) -> str | None:
     match = _STATUS.search(status) if status else None
     return match.group(1) if match else None
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[\s\-]")
-_BOUNCE_SENDERS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"}
+BOUNCE_SENDERS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"}
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery (status|fail|notification)|returned mail|mail delivery failed|"
     r"failure notice|delivery has failed|non[- ]?deliver|could not be delivered|"
@@ -157,7 +157,7 @@ def _sender_is_daemon(headers: dict[str, list[str]]) -> bool:
     for value in (first(headers, "from") or "", return_path):
         match = _ADDRESS.search(fix_surrogates(value)) or re.search(r"<?([\w\-]+)>?", value)
         local = (match.group(0) if match else "").strip("<>").partition("@")[0].lower()
-        if local in _BOUNCE_SENDERS:
+        if local in BOUNCE_SENDERS:
             return True
     return False
 
@@ -187,7 +187,7 @@ def heuristic_bounce(headers: dict[str, list[str]], text: str) -> DeliveryReport
     recipients = failed_header or [
         a
         for a in _ADDRESS.findall("\n".join(summary))
-        if a.lower() not in own and a.split("@")[0].lower() not in _BOUNCE_SENDERS
+        if a.lower() not in own and a.split("@")[0].lower() not in BOUNCE_SENDERS
     ]
     recipients = list(dict.fromkeys(recipients))
     if not recipients:
