@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...network import MessageID, PortalID
 from .addresses import Mailbox, address_key
-from .authenticity import SenderCheck
+from .authenticity import Authenticity, SenderCheck
 from .db import MailIndexRow
 from .inbound.model import ParsedEmail
 from .inbound.parse import UNKNOWN_SENDER
@@ -56,7 +56,7 @@ def thread_refs(parsed: ParsedEmail) -> list[str]:
 
 def unverified_notice(sender: Mailbox, check: SenderCheck) -> str:
     why = f" ({check.reason})" if check.reason else ""
-    if check.status.value == "failed":
+    if check.status is Authenticity.FAILED:
         return f"⚠️ Sender check failed: this mail may not be from {sender.addr}{why}."
     return f"⚠️ Sender not verified: nothing proves this mail is from {sender.addr}{why}."
 
@@ -92,11 +92,10 @@ class Placer:
         vouched = check.verified
         people = [parsed.sender, *parsed.to, *parsed.cc]
         key = room_for(people, own, parsed.list_id, vouched=vouched, max_members=cfg.max_people_per_mail)
-        notices = [] if vouched else [unverified_notice(parsed.sender, check)]
-        if key.left_out:
-            notices.append(left_out_notice(key.left_out))
+        left_out = [left_out_notice(key.left_out)] if key.left_out else []
+        notices = left_out if vouched else [unverified_notice(parsed.sender, check), *left_out]
         if parsed.report is not None:
-            return await self._report(parsed, check, key, notices)
+            return await self._report(parsed, check, key, notices, left_out)
         if cfg.trust.quarantine and not vouched:
             return Placement(QUARANTINE_PORTAL, quarantine_room(), parsed.sender, vouched,
                              notices=notices, new_people=[address_key(parsed.sender.addr)])
@@ -127,7 +126,7 @@ class Placer:
         return await self.client.portal_people.includes(self.client.login.login_id, portal, sender)
 
     async def _report(self, parsed: ParsedEmail, check: SenderCheck, key: RoomKey,
-                      notices: list[str]) -> Placement:
+                      notices: list[str], plausible_notices: list[str]) -> Placement:
         report = parsed.report
         assert report is not None
         sender = parsed.sender if parsed.sender.addr != UNKNOWN_SENDER.addr else MAILER_DAEMON
@@ -136,7 +135,7 @@ class Placer:
             return Placement(PortalID(original.portal_id), key, sender, check.verified,
                              thread_root=MessageID(original.message_id),
                              reply_to=MessageID(original.message_id), joined_thread=True,
-                             answerable=False, notices=[n for n in notices if not n.startswith("⚠️")])
+                             answerable=False, notices=plausible_notices)
         return Placement(key.portal_id, key, sender, check.verified, answerable=False,
                          notices=notices, new_people=[address_key(sender.addr)])
 
