@@ -21,7 +21,15 @@ from devstack.bot_flows import email_login, management_room, wait_notice
 from devstack.dkim import DkimRig
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
-from tests.helpers.email_e2e import by_body, logged_in, mail, mails_in, servers, signed, wait_in_inbox
+from tests.helpers.email_e2e import (
+    by_body,
+    logged_in,
+    mail,
+    mails_in,
+    servers,
+    signed,
+    wait_in_inbox,
+)
 from tests.helpers.harness import start_bridge
 
 pytestmark = pytest.mark.servers

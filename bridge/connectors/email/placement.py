@@ -151,6 +151,6 @@ class Placer:
         original = await client.mail_index.get(client.login.login_id, report.original_message_id)
         if original is None or address_key(original.sender) not in own or not original.portal_id:
             return None
-        from_mta = parsed.sender.local.lower() in BOUNCE_SENDERS and any(
+        from_mta = parsed.sender.addr.rpartition("@")[0].lower() in BOUNCE_SENDERS and any(
             _related_domain(parsed.sender.domain, d) for d in self._mta_domains())
         return original if (from_mta or check.verified) else None
