@@ -21,7 +21,7 @@ from tests.test_email_outbound_e2e import for_event, start_chat, wait_status
 pytestmark = pytest.mark.servers
 
 MakeUser = Callable[..., Awaitable[MatrixTestClient]]
-TABLES = ("email_outbox", "email_mail", "email_folder_checkpoint")
+TABLES = ("email_outbox", "email_mail", "email_folder_checkpoint", "email_portal_person")
 
 
 @pytest.fixture

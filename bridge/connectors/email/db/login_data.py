@@ -9,7 +9,7 @@ from mautrix.util.async_db import Database
 from bridge.db.rows import rowcount, transaction
 
 # Every table of this connector with a `login_id` column.
-_PER_LOGIN = ("email_outbox", "email_mail", "email_folder_checkpoint")
+_PER_LOGIN = ("email_outbox", "email_mail", "email_folder_checkpoint", "email_portal_person")
 
 
 class LoginDataTable:
