@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 import logging
 import secrets
 import ssl
@@ -12,6 +13,7 @@ from typing import Any, cast
 from aiohttp import ClientSession, TCPConnector, web
 from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixRequestError
 from mautrix.types import (
     JSON,
     EventType,
@@ -42,13 +44,16 @@ from ..db import (
 )
 from ..network import (
     CompletedLogin,
+    ConnectorError,
     LoginState,
     LoginStateEvent,
     NetworkConnector,
+    NetworkUserID,
     PortalID,
     PortalRef,
     RemoteEvent,
     RemoteMessage,
+    StartChatHandler,
     UserLoginID,
 )
 from ..network.errors import ConfigError
@@ -75,6 +80,14 @@ from .user_login import STATE_TEXT, UserLogin
 log = logging.getLogger("letterbox.bridge")
 
 RETENTION_INTERVAL_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedChat:
+    portal: Portal | None
+    user_id: NetworkUserID
+    name: str | None
+    created: bool
 
 
 class Bridge:
@@ -151,6 +164,7 @@ class Bridge:
             )
         self.encrypt_new_rooms = bool(config["encryption.allow"] and config["encryption.default"])
         self._runner: web.AppRunner | None = None
+        self._provisioning_runner: web.AppRunner | None = None
         self.creators_listed_in_power_levels = True
         self._tasks: set[asyncio.Task[Any]] = set()
         from .matrix_handler import MatrixHandler  # late: it needs the Bridge type only
@@ -208,6 +222,7 @@ class Bridge:
         log.info("Appservice API listening on %s:%s", self.config["appservice.hostname"],
                  self.config["appservice.port"])
         await self._init_bot()
+        await self._start_provisioning()
         await self._start_encryption()
         await self.connector.start(self, dict(self.config[f"network.{self.connector.name}"]))
         for row in await self.logins_table.all():
@@ -283,6 +298,17 @@ class Bridge:
         if events:
             log.info("Retention: forgot %d handled event IDs", events)
         await self.connector.prune(lambda login_id: login_id in self.logins, now_ms)
+    async def _start_provisioning(self) -> None:
+        if not self.config["provisioning.enabled"]:
+            return
+        from .provisioning import Provisioning  # late: it needs the Bridge type only
+
+        api = Provisioning(self, str(self.config["provisioning.shared_secret"]))
+        self._provisioning_runner = web.AppRunner(api.app, access_log=None)
+        await self._provisioning_runner.setup()
+        host, port = self.config["provisioning.hostname"], self.config["provisioning.port"]
+        await listen(web.TCPSite(self._provisioning_runner, host, port), host, port, "provisioning")
+        log.info("Provisioning API listening on %s:%s", host, port)
 
     async def _init_bot(self) -> None:
         assert self.az is not None
@@ -316,6 +342,9 @@ class Bridge:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        if self._provisioning_runner:
+            await self._provisioning_runner.cleanup()
+            self._provisioning_runner = None
         if self._session:
             await self._session.close()
             self._session = None
@@ -502,6 +531,33 @@ class Bridge:
             del self.portals[key]
         await portal.stop()
         await self.portals_table.delete(portal.row.id, portal.login.id)
+
+    async def open_dm(self, login: UserLogin, identifier: str, user_mxid: str, *, create: bool
+                      ) -> OpenedChat:
+        """The direct chat with `identifier`; with `create`, its room is made (or the user is
+        invited again). ConnectorError: no such remote user."""
+        resolver = login.capability(StartChatHandler)
+        if resolver is None:
+            raise ConnectorError("This network does not support starting chats.")
+        portal_id, user_id, info = await resolver.resolve_identifier(identifier)
+        name = next((m.info.name for m in info.members if m.info and m.info.name), None)
+        if not create:
+            row = await self.portals_table.get(portal_id, login.id)
+            existing = await self.get_portal(portal_id, login) if row else None
+            return OpenedChat(existing, user_id, name, created=False)
+        portal = await self.get_portal(portal_id, login)
+        if portal.room_id:
+            try:
+                await self.bot.invite_user(RoomID(portal.room_id), UserID(user_mxid))
+            except MatrixRequestError as e:  # already a member: nothing to do
+                log.info("Not invited again to %s: %s", portal.room_id, e)
+            return OpenedChat(portal, user_id, name, created=False)
+
+        async def create_room() -> None:
+            await portal.ensure_room(info, user_id)
+
+        await portal.enqueue(create_room)
+        return OpenedChat(portal, user_id, name, created=True)
 
     def ghost_intent(self, mxid: str) -> IntentAPI:
         assert self.az is not None, "bridge not started"

@@ -11,17 +11,14 @@ import shlex
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from mautrix.types import RoomID, UserID
+from mautrix.types import RoomID
 
 from ..network import (
-    ChatInfo,
-    ChatMember,
     ConnectorError,
     DisplayNameHandler,
     LoginFailed,
     LoginStep,
     LoginStepKind,
-    StartChatHandler,
 )
 from .chat_commands import ChatCommands
 from .help_text import HelpEntry, render_help
@@ -267,25 +264,11 @@ class CommandProcessor:
         if not args:
             await self.reply(evt.room_id, "Usage: `start-chat <identifier> [--login <login>]`")
             return
-        evt.args = args
-        resolver = login.capability(StartChatHandler)
-        if resolver is None:
-            await self.reply(evt.room_id, "This network does not support starting chats.")
-            return
-        portal_id, user_id, info = await resolver.resolve_identifier(evt.args[0])
-        portal = await self.bridge.get_portal(portal_id, login)
-        if portal.room_id:
-            await self.bridge.bot.invite_user(RoomID(portal.room_id), UserID(evt.user.mxid))
-            await self.reply(evt.room_id, f"You already have a chat with {evt.args[0]}: "
-                                          f"{matrix_to(portal.room_id)} (invited again)")
-            return
-        info = info or ChatInfo(members=[ChatMember(user_id)], is_direct=True)
-        async def create() -> None:
-            await portal.ensure_room(info, user_id)
-
-        await portal.enqueue(create)
-        await self.reply(evt.room_id, f"Created a chat with {evt.args[0]}: "
-                                      f"{matrix_to(portal.room_id or '')}")
+        chat = await self.bridge.open_dm(login, args[0], evt.user.mxid, create=True)
+        assert chat.portal is not None and chat.portal.room_id
+        link = matrix_to(chat.portal.room_id)
+        await self.reply(evt.room_id, f"Created a chat with {args[0]}: {link}" if chat.created
+                         else f"You already have a chat with {args[0]} (invited again): {link}")
 
     # ---------------------------------------------------------------- login flow
     async def cmd_login(self, evt: CommandEvent) -> None:

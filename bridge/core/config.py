@@ -159,6 +159,17 @@ class Config(RecursiveDict[CommentedMap]):
             raise ConfigError("appservice.username_template", "must contain {userid}")
         if not str(self["database.url"]).startswith(("sqlite:", "postgres://", "postgresql://")):
             raise ConfigError("database.url", "must start with sqlite: or postgresql://")
+        if self.require("provisioning.enabled", bool):
+            secret = str(self.require("provisioning.shared_secret", str))
+            if secret == "generate":
+                raise ConfigError("provisioning.shared_secret", "not generated yet: run "
+                                  "`python -m bridge -g`")
+            if len(secret) < 32:
+                raise ConfigError("provisioning.shared_secret", "too short: use at least 32 "
+                                  "random characters (or `generate` and -g)")
+            port = self.require("provisioning.port", int)
+            if not 0 < port < 65536:
+                raise ConfigError("provisioning.port", "must be between 1 and 65535")
         level = str(self.require("logging.level", str)).upper()
         if level not in LOG_LEVELS:
             raise ConfigError("logging.level", f"{self['logging.level']!r} is not a level; use one "
@@ -199,6 +210,8 @@ class Config(RecursiveDict[CommentedMap]):
         for key in ("appservice.as_token", "appservice.hs_token"):
             if self.get(key, "generate") in ("generate", None, ""):
                 self[key] = _secrets.token_urlsafe(48)
+        if self.get("provisioning.shared_secret", "generate") in ("generate", None, ""):
+            self["provisioning.shared_secret"] = _secrets.token_urlsafe(48)
         if self.get("bridge.secrets.key", "generate") in ("generate", None, ""):
             self["bridge.secrets.key"] = base64.b64encode(_secrets.token_bytes(32)).decode()
 

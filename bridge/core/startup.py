@@ -65,20 +65,21 @@ async def open_database(db: Database, url: str) -> None:
         raise
 
 
-async def listen(site: web.TCPSite, host: str, port: int) -> None:
+async def listen(site: web.TCPSite, host: str, port: int, section: str = "appservice") -> None:
+    """Start listening; `section` names the config keys (appservice or provisioning)."""
     try:
         await site.start()
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise ConfigError("appservice.port", f"{host}:{port} is already in use; stop the other "
+            raise ConfigError(f"{section}.port", f"{host}:{port} is already in use; stop the other "
                               "program (another bridge?) or choose another port") from None
         if e.errno == errno.EADDRNOTAVAIL:
-            raise ConfigError("appservice.hostname", f"{host} is not an address of this machine; "
+            raise ConfigError(f"{section}.hostname", f"{host} is not an address of this machine; "
                               "use 127.0.0.1 or one of its addresses") from None
         if e.errno == errno.EACCES:
-            raise ConfigError("appservice.port", f"no permission to listen on {host}:{port}; use "
+            raise ConfigError(f"{section}.port", f"no permission to listen on {host}:{port}; use "
                               "a port above 1023") from None
-        raise ConfigError("appservice.hostname", f"cannot listen on {host}:{port} ({e})") from None
+        raise ConfigError(f"{section}.hostname", f"cannot listen on {host}:{port} ({e})") from None
 
 
 async def check_homeserver(config: Config, bot: IntentAPI, ghost_probe: IntentAPI,
