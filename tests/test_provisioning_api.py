@@ -92,13 +92,14 @@ async def test_login_flow_through_the_api_and_the_login_listed(
     status, flows = await api.call("GET", "/login/flows", user.user_id)
     assert status == 200 and [f["id"] for f in flows["flows"]] == ["default"]
     done = await api_login(api, user.user_id, "viaapi")
-    assert done["complete"]["user_login_id"] == "loop:viaapi"
-    assert (await bridge.logins_table.get("loop:viaapi")) is not None
-    await user.wait_for(lambda: bridge.logins["loop:viaapi"].state.value == "CONNECTED")  # type: ignore[index]
+    login_id = done["complete"]["user_login_id"]
+    stored = await bridge.logins_table.get(login_id)
+    assert stored is not None and stored.remote_name == "viaapi"
+    await user.wait_for(lambda: bridge.logins[login_id].state.value == "CONNECTED")
     status, listed = await api.call("GET", "/logins", user.user_id)
     assert status == 200
     assert [(lg["id"], lg["name"], lg["state"]["state_event"]) for lg in listed["logins"]] == [
-        ("loop:viaapi", "viaapi", "CONNECTED")]
+        (login_id, "viaapi", "CONNECTED")]
 
 
 async def test_resolve_then_create_dm_invites_the_user(
@@ -118,10 +119,10 @@ async def test_resolve_then_create_dm_invites_the_user(
 async def test_logout_through_the_api(provisioned: tuple[Bridge, Api], matrix_user: MakeUser) -> None:
     bridge, api = provisioned
     user = await matrix_user()
-    await api_login(api, user.user_id, "byeapi")
+    login_id = (await api_login(api, user.user_id, "byeapi"))["complete"]["user_login_id"]
     other = await matrix_user()
-    status, _ = await api.call("POST", "/logout/loop:byeapi", other.user_id)
+    status, _ = await api.call("POST", f"/logout/{login_id}", other.user_id)
     assert status == 404  # not theirs
-    status, _ = await api.call("POST", "/logout/loop:byeapi", user.user_id)
+    status, _ = await api.call("POST", f"/logout/{login_id}", user.user_id)
     assert status == 200
-    assert await bridge.logins_table.get("loop:byeapi") is None
+    assert await bridge.logins_table.get(login_id) is None
