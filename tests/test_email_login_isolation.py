@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+import time
 import uuid
 
 import pytest
@@ -103,3 +104,35 @@ async def test_second_matrix_user_of_a_mailbox_gets_a_login_that_never_sees_the_
     assert len(sent) == 1
     # Both logins run side by side (and are stopped connected, not half-way through connecting).
     await owner.wait_for(lambda: {owner_login.state.value, other_login.state.value} == {"CONNECTED"})
+
+
+async def test_retention_prunes_sent_mail_handled_event_ids_and_rows_of_gone_logins(
+    email_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+    correspondent: str,
+) -> None:
+    user = await matrix_user()
+    management = await logged_in(email_bridge, user, mail_stack, mailbox)
+    room = await start_chat(email_bridge, user, management, correspondent)
+    sent = await user.send_text(room, "Subject: Kept a while\nthen pruned")
+    await wait_status(user, room, sent, "SUCCESS", timeout=30)
+    [login] = email_bridge.logins_of(user.user_id)
+    # Rows of a login that no longer exists (an older version kept them after logout).
+    await email_bridge.connector_db.execute(
+        "INSERT INTO email_mail (login_id, message_id, portal_id) VALUES ('gone', '<x@y>', 'dm:z')")
+    await email_bridge.processor.drain()
+    before = await rows_of(email_bridge, login.id)
+
+    now = int(time.time() * 1000)
+    await email_bridge.prune(now_ms=now)  # nothing is old yet: only the rows of the gone login
+    assert await rows_of(email_bridge, "gone") == dict.fromkeys(TABLES, 0)
+    assert await rows_of(email_bridge, login.id) == before
+
+    days = 86_400_000
+    await email_bridge.prune(now_ms=now + 8 * days)  # past both defaults (7 days)
+    after = await rows_of(email_bridge, login.id)
+    assert after["email_outbox"] == 0 and after["email_mail"] == before["email_mail"]
+    # (Synapse may push more events meanwhile: what was there before is gone.)
+    assert await email_bridge.db.fetchval(
+        "SELECT COUNT(*) FROM matrix_event_inbox WHERE done=true AND received_at <= $1", now) == 0
+    assert await email_bridge.db.fetchval(
+        "SELECT COUNT(*) FROM as_transaction WHERE received_at <= $1", now) == 0

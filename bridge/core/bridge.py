@@ -69,7 +69,7 @@ from .portal import Portal
 from .processor import InboxProcessor
 from .public_web import PublicHandler, PublicWeb
 from .secret_input import SecretInput
-from .secrets import SecretBox
+from .secrets import SecretBox, SecretError
 from .sending import send_event
 from .startup import check_homeserver, listen, open_database, redacted_url
 from .state_store import StateStore
@@ -226,6 +226,7 @@ class Bridge:
         await self._start_encryption()
         await self.connector.start(self, dict(self.config[f"network.{self.connector.name}"]))
         for row in await self.logins_table.all():
+            await self._reseal(row)
             await self._load_login(row, connect=True)
         self.processor.start()
         self.spawn(self._retention_loop(), "retention")
@@ -451,6 +452,20 @@ class Bridge:
             await self.bot.send_notice(RoomID(room), text, html=html)
         except Exception:
             log.exception("Could not send a notice to %s: %s", mxid, text)
+
+    async def _reseal(self, row: UserLoginRow) -> None:
+        """After a key rotation: the login's stored secrets sealed again with the current key,
+        so the old key can be removed from `bridge.secrets.old_keys`."""
+        try:
+            metadata, count = self.secret_box.reseal_all(row.metadata)
+        except SecretError as e:
+            log.error("Login %s: a stored secret cannot be opened (%s)", row.id, e)
+            return
+        if count:
+            row.metadata = metadata
+            await self.logins_table.update(row)
+            log.info("Login %s: %d stored secret(s) sealed again with key %s",
+                     row.id, count, self.secret_box.key_id)
 
     async def _load_login(self, row: UserLoginRow, *, connect: bool) -> UserLogin:
         login = UserLogin(row=row)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +38,45 @@ def _ephemeral_id(txn_id: str, index: int, event: dict[str, Any]) -> str:
     return f"~ephemeral:{txn_id}:{index}:{digest}"
 
 
+def _malformed(body: object) -> str | None:
+    """Why a transaction body cannot be taken (None: it can). Checked before anything is stored,
+    so a malformed transaction is answered 400 instead of failing later."""
+    if not isinstance(body, dict):
+        return "the body must be an object"
+    for key in ("events", "ephemeral", "de.sorunome.msc2409.ephemeral"):
+        if not isinstance(body.get(key, []), list):
+            return f"`{key}` must be a list"
+    for event in body.get("events", []):
+        if not isinstance(event, dict):
+            return "every event must be an object"
+        if not isinstance(event.get("event_id"), str):
+            return "every event needs a string event_id"
+        if not isinstance(event.get("room_id", ""), str) or not isinstance(event.get("content", {}), dict):
+            return f"event {event['event_id']} has a room_id or content of the wrong type"
+    return None
+
+
+class RefusalLog:
+    """Logs refused requests without letting a flood of them flood the log: the first at once,
+    then at most one line per interval, counting what it left out."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+        self._log = logger
+        self._interval_s = interval_s
+        self._next_at = 0.0
+        self._suppressed = 0
+
+    def note(self, path: str, why: str) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more refused since the last line)" if self._suppressed else ""
+        self._log.warning("Refused request to %s: hs_token %s%s", path, why, more)
+        self._suppressed = 0
+        self._next_at = now + self._interval_s
+
+
 class Intake:
     """aiohttp application that authenticates the homeserver and records transactions."""
 
@@ -59,6 +99,7 @@ class Intake:
         self.pings = 0
         # Requests refused for their hs_token (start-up tells a wrong token from a wrong URL).
         self.refused = 0
+        self._refusals = RefusalLog(log)
         self.extras_handler: ExtrasHandler | None = None
 
     @web.middleware
@@ -71,13 +112,17 @@ class Intake:
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
         # Only the Authorization header counts. A token in the query string is never accepted;
         # it is ignored beside a valid header (Synapse's legacy mode sends both).
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
+        header = request.headers.get("Authorization")
+        scheme, _, token = (header or "").partition(" ")
         if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), self._hs_token):
-            where = "only in the query string" if "access_token" in request.query else "missing or wrong"
-            log.warning("Refused request to %s: hs_token %s", request.path, where)
             self.refused += 1
-            return _error(403, "M_FORBIDDEN", "Missing or invalid hs_token (use the Authorization header)")
+            if header is None and "access_token" not in request.query:
+                self._refusals.note(request.path, "missing")
+                # The spec's answer to a request without credentials.
+                return _error(401, "M_UNAUTHORIZED", "Missing hs_token (use the Authorization header)")
+            where = "only in the query string" if header is None else "wrong"
+            self._refusals.note(request.path, where)
+            return _error(403, "M_FORBIDDEN", "Invalid hs_token (use the Authorization header)")
         return await handler(request)
 
     async def _ping(self, request: web.Request) -> web.Response:
@@ -93,8 +138,10 @@ class Intake:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "M_NOT_JSON", "Body is not JSON")
-        if not isinstance(body, dict):
-            return _error(400, "M_BAD_JSON", "Body must be an object")
+        problem = _malformed(body)
+        if problem:
+            log.warning("Refused transaction %s: %s", txn_id, problem)
+            return _error(400, "M_BAD_JSON", problem)
         if self.extras_handler is not None:
             # Before the events are stored: a room key that arrives with the message it opens
             # is in the crypto store by the time the processor decrypts the message.
@@ -102,7 +149,7 @@ class Intake:
                 await self.extras_handler(body)
             except Exception:
                 log.exception("Could not hand the encryption data of transaction %s on", txn_id)
-        events = [self._scrub(e) for e in body.get("events", []) if isinstance(e, dict)]
+        events = [self._scrub(e) for e in body.get("events", [])]
         ephemeral = body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []
         for index, edu in enumerate(e for e in ephemeral if isinstance(e, dict)):
             events.append({**edu, "event_id": _ephemeral_id(txn_id, index, edu), "ephemeral": True})

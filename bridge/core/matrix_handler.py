@@ -86,7 +86,19 @@ class MatrixHandler:
                     room_id, "Hello! I am the Letterbox bridge bot. Send `help` for the commands."
                 )
             return
-        if self.bridge.ghosts.network_id(target) is not None:
+        network_id = self.bridge.ghosts.network_id(target)
+        if network_id is not None:
+            # Never register an account because someone invited it: only ghosts the bridge made
+            # answer, and only to people allowed to use the bridge.
+            if user.level < Level.USER:
+                log.info("Ignored invite of %s by %s (no permission)", target, user.mxid)
+                return
+            if await self.bridge.ghosts.table.get(network_id) is None:
+                log.info("Ignored invite of unknown ghost %s by %s", target, user.mxid)
+                await self.bridge.notify_user(user.mxid, (
+                    f"You invited {target}, who has not written to this bridge. To write to "
+                    "someone new, send `start-chat <address>` here."))
+                return
             intent = self.bridge.az.intent(target)  # type: ignore[union-attr]
             await intent.ensure_registered()
             await intent.join_room_by_id(room_id)

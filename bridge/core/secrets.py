@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -65,3 +66,23 @@ class SecretBox:
 
     def needs_reseal(self, token: str) -> bool:
         return token.split(":", 2)[1:2] != [self.key_id]
+
+    def is_sealed(self, value: object) -> bool:
+        """A token this box can open (the format, and a key id it knows)."""
+        if not isinstance(value, str):
+            return False
+        parts = value.split(":", 2)
+        return len(parts) == 3 and parts[0] == _VERSION and parts[1] in self._keys
+
+    def reseal_all(self, data: Any) -> tuple[Any, int]:
+        """`data` (JSON-like) with every token sealed by an old key sealed again with the
+        current one, and how many were; used after a key rotation."""
+        if isinstance(data, dict):
+            pairs = [(k, self.reseal_all(v)) for k, v in data.items()]
+            return {k: v for k, (v, _) in pairs}, sum(n for _, (_, n) in pairs)
+        if isinstance(data, list):
+            items = [self.reseal_all(v) for v in data]
+            return [v for v, _ in items], sum(n for _, n in items)
+        if self.is_sealed(data) and self.needs_reseal(data):
+            return self.seal(self.open(data)), 1
+        return data, 0
