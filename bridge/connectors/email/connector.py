@@ -26,6 +26,7 @@ from .login import PASSWORD_FIELD, EmailLogin
 from .oauth.authorize import CALLBACK_PATH, Authorizations
 from .oauth.callback import CallbackPage
 from .oauth.providers import PRESETS, OAuthProvider
+from .password_page import PAGE_PATH, PasswordPages, PasswordRequest, origin_of
 
 log = logging.getLogger("letterbox.email")
 
@@ -40,6 +41,7 @@ class EmailConnector(NetworkConnector):
         self._bridge: BridgeAPI | None = None
         self.config = EmailConfig.defaults()
         self.authorizations = Authorizations()
+        self.password_pages = PasswordPages(None)
 
     @property
     def bridge(self) -> BridgeAPI:
@@ -67,6 +69,9 @@ class EmailConnector(NetworkConnector):
         self._bridge = bridge
         self.config = parse_config(config)
         bridge.add_public_route("GET", CALLBACK_PATH, CallbackPage(self.authorizations).handle)
+        self.password_pages = PasswordPages(origin_of(bridge.public_url("")))
+        bridge.add_public_route("GET", PAGE_PATH, self.password_pages.show)
+        bridge.add_public_route("POST", PAGE_PATH, self.password_pages.receive)
 
     async def stop(self) -> None:
         await close_default_pool()  # the mail parser's worker processes
@@ -87,6 +92,9 @@ class EmailConnector(NetworkConnector):
         known = cfg.oauth_providers + tuple(p for p in PRESETS.values() if p.id not in configured)
         return await discover(address, DnsResolver(cfg.discovery_nameserver, cfg.discovery_timeout),
                               known, ca_file=cfg.ca_file, timeout=cfg.discovery_timeout)
+
+    def password_page_url(self, request: PasswordRequest) -> str | None:
+        return self.bridge.public_url(f"{PAGE_PATH}?t={request.token}")
 
     def oauth_callback_url(self) -> str | None:
         return self.bridge.public_url(CALLBACK_PATH)

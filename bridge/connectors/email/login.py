@@ -29,6 +29,7 @@ from .outbound import clean_display_name
 from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError
 from .outbound.smtp_submit import check_login as check_smtp
+from .password_page import PasswordRequest
 from .sasl import BearerUnavailable
 from .servers import ServerSpec, default_spec, parse_spec
 
@@ -58,6 +59,7 @@ class EmailLogin(LoginProcess):
         self.pending: PendingAuthorization | None = None
         self.tokens: TokenSet | None = None
         self.discovered = Discovered()
+        self.page: PasswordRequest | None = None
         self._name_default = ""
 
     async def start(self) -> LoginStep:
@@ -84,6 +86,7 @@ class EmailLogin(LoginProcess):
             except ComposeError as e:
                 raise LoginFailed(f"That name cannot be used: {e.reason}", fields=("name",)) from None
         elif PASSWORD_FIELD in values:  # the password, or a new one after the servers refused it
+            self._close_page()
             if not values[PASSWORD_FIELD]:
                 raise LoginFailed("The password must not be empty.", fields=(PASSWORD_FIELD,))
             self.password = values[PASSWORD_FIELD]
@@ -92,6 +95,7 @@ class EmailLogin(LoginProcess):
         return await self._check_servers()
 
     async def cancel(self) -> None:
+        self._close_page()
         if self.pending is not None:
             self.connector.authorizations.drop(self.pending)
             self.pending = None
@@ -122,8 +126,26 @@ class EmailLogin(LoginProcess):
     def _password_step(self) -> LoginStep:
         hosting = self.discovered.provider
         hint = f"\n{hosting.hint}" if hosting is not None and hosting.hint else ""
-        return LoginStep(kind=LoginStepKind.USER_INPUT, step_id="credentials",
-                         instructions="App passwords work too." + hint, fields=[_password_field()])
+        return self._password_question("credentials", "App passwords work too." + hint)
+
+    def _password_question(self, step_id: str, instructions: str) -> LoginStep:
+        """Asks for the password in the chat, and on a one-time web page when there is one."""
+        self._close_page()
+        self.page = self.connector.password_pages.open(self.address, PASSWORD_FIELD)
+        url = self.connector.password_page_url(self.page)
+        if url is None:
+            self._close_page()
+        else:
+            instructions += ("\nOr type it on a page of the bridge, so it never passes through "
+                             f"Matrix: {url} (works once, for 10 minutes).")
+        return LoginStep(kind=LoginStepKind.USER_INPUT, step_id=step_id, instructions=instructions,
+                         fields=[_password_field()],
+                         external=self.page.answer if self.page is not None else None)
+
+    def _close_page(self) -> None:
+        if self.page is not None:
+            self.connector.password_pages.close(self.page)
+            self.page = None
 
     def _servers_step(self) -> LoginStep:
         domain = self.address.rsplit("@", 1)[1]
@@ -239,12 +261,9 @@ class EmailLogin(LoginProcess):
             raise LoginFailed("\n" + "\n".join(problems) + "\nSend `login` to sign in again.",
                               retry_step=False)
         if auth_failed:
-            return LoginStep(
-                kind=LoginStepKind.USER_INPUT, step_id="password",
-                instructions="Login failed:\n" + "\n".join(problems)
-                + "\nSend the password again (or `cancel`, then `login` to use another address).",
-                fields=[_password_field()],
-            )
+            return self._password_question(
+                "password", "Login failed:\n" + "\n".join(problems)
+                + "\nSend the password again (or `cancel`, then `login` to use another address).")
         if problems:
             raise LoginFailed("\n" + "\n".join(problems) + "\nSend the server settings again.",
                               fields=tuple(failed))
