@@ -3,7 +3,9 @@ zone the test sets, and the web site of `autoconfig.<domain>` (port 80, like the
 
 from __future__ import annotations
 
+import errno
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import random
 import threading
 from urllib.parse import urlsplit
 
@@ -59,7 +61,8 @@ class LoopbackDns:
 
 
 class AutoconfigSite:
-    """Serves `documents` (path -> XML) on 127.0.0.1:80 for any host name."""
+    """Serves `documents` (path -> XML) for any host name on port 80 (where mail clients look) of
+    `address`, a loopback address of its own (127.x.y.z): test runs side by side do not collide."""
 
     PORT = 80
 
@@ -81,7 +84,8 @@ class AutoconfigSite:
                 self.end_headers()
                 self.wfile.write(body or b"")
 
-        self._server = ThreadingHTTPServer((LOOPBACK, self.PORT), Handler)
+        self._server = _bind_own_loopback(Handler)
+        self.address = str(self._server.server_address[0])
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="autoconfig-site")
@@ -93,6 +97,17 @@ class AutoconfigSite:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def _bind_own_loopback(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    for _ in range(20):
+        address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        try:
+            return ThreadingHTTPServer((address, AutoconfigSite.PORT), handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, "no free loopback address for port 80")
 
 
 def autoconfig_xml(domain: str, imap: tuple[str, int, str], smtp: tuple[str, int, str]) -> bytes:

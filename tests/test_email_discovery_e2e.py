@@ -98,7 +98,7 @@ async def test_autoconfig_settings_are_offered_and_work(
     discovering_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack,
     mailbox: tuple[str, str], zone: LoopbackDns, autoconfig_site: AutoconfigSite,
 ) -> None:
-    zone.set_zone(f"autoconfig.{mail_stack.domain}. 60 IN A 127.0.0.1\n")
+    zone.set_zone(f"autoconfig.{mail_stack.domain}. 60 IN A {autoconfig_site.address}\n")
     autoconfig_site.documents[AUTOCONFIG_PATH] = autoconfig_xml(
         mail_stack.domain, ("localhost", mail_stack.imap_port, "STARTTLS"),
         ("localhost", mail_stack.submission_port, "STARTTLS"))
