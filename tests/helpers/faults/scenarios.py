@@ -5,7 +5,7 @@ them all. They raise only when the set-up itself fails (no login, no room)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from email.message import EmailMessage
 import time
@@ -69,6 +69,15 @@ class Size:
 
 
 # ---------------------------------------------------------------- shared steps
+
+async def together(first: Coroutine[Any, Any, Any],
+                   second: Coroutine[Any, Any, Any]) -> tuple[Any, Any]:
+    """Run two actors at once; if one fails, the other is cancelled (no kill loop outlives a
+    failed delivery and restarts a bridge after the scenario ended)."""
+    async with asyncio.TaskGroup() as group:
+        a, b = group.create_task(first), group.create_task(second)
+    return a.result(), b.result()
+
 
 @dataclass(slots=True)
 class Inbound:
@@ -182,8 +191,8 @@ async def _inbound_under_kills(ctx: FaultContext, size: Size, name: str, *,
             for i in range(size.mails)]
     log = KillLog()
     ctx.say(f"{name}: {size.mails} mails, {size.kills} kills")
-    await asyncio.gather(inb.deliver(msgs, size.mail_interval()),
-                         kill_loop(inb.bridge, ctx.rng, size.kills, log, gap_s=size.gap_s))
+    await together(inb.deliver(msgs, size.mail_interval()),
+                   kill_loop(inb.bridge, ctx.rng, size.kills, log, gap_s=size.gap_s))
     outcome.facts["faults"] = log.summary()
     await settle_inbound(inb, outcome, size, size.mails,
                          files=list(range(size.mails)) if attachments else None)
@@ -200,9 +209,8 @@ async def postgres_terminations(ctx: FaultContext, size: Size) -> Outcome:
     msgs = [inb.mail(i) for i in range(size.mails)]
     interval = size.terminations * 0.5 * 1.2 / size.mails
     ctx.say(f"postgres: {size.mails} mails, {size.terminations} rounds of terminations")
-    _, terminated = await asyncio.gather(
-        inb.deliver(msgs, interval),
-        terminate_loop(ctx.pg_admin_dsn, database, ctx.rng, size.terminations))
+    rounds = terminate_loop(ctx.pg_admin_dsn, database, ctx.rng, size.terminations)
+    _, terminated = await together(inb.deliver(msgs, interval), rounds)
     outcome.facts["faults"] = f"{terminated} connections terminated in {size.terminations} rounds"
     await settle_inbound(inb, outcome, size, size.mails)
     return outcome
@@ -210,8 +218,8 @@ async def postgres_terminations(ctx: FaultContext, size: Size) -> Outcome:
 
 # ---------------------------------------------------------------- outbound under kills
 
-async def start_chat(ctx: FaultContext, bridge: BridgeProcess, user: MatrixTestClient,
-                     management: str, address: str) -> str:
+async def start_chat(bridge: BridgeProcess, user: MatrixTestClient, management: str,
+                     address: str) -> str:
     await user.send_text(management, f"start-chat {address}")
     await wait_notice(user, management, bridge.bot_mxid, f"Created a chat with {address}", timeout=30)
     room = await user.wait_for_room_invite(timeout=30)
@@ -238,7 +246,7 @@ async def outbound_kills(ctx: FaultContext, size: Size) -> Outcome:
     try:
         await asyncio.to_thread(bridge.start)
         management = await log_in(ctx, bridge, user, mailbox, smtp=f"127.0.0.1:{trap.port}:plain")
-        room = await start_chat(ctx, bridge, user, management, peer)
+        room = await start_chat(bridge, user, management, peer)
 
         # A quarter of the kills (at least one of each phase) are aimed at submissions; they
         # come in the first half of the run, while messages are still being sent.
@@ -274,8 +282,8 @@ async def outbound_kills(ctx: FaultContext, size: Size) -> Outcome:
 
         ctx.say(f"outbound: {size.mails} messages, {size.kills} kills ({plan.count('timer')} "
                 "at random moments, the others aimed at SMTP submissions)")
-        await asyncio.gather(send_all(), kill_loop(bridge, ctx.rng, size.kills, log,
-                                                    gap_s=size.gap_s, before_kill=aimed_kill))
+        await together(send_all(), kill_loop(bridge, ctx.rng, size.kills, log,
+                                             gap_s=size.gap_s, before_kill=aimed_kill))
         outcome.facts["faults"] = (f"{log.summary()}; cut mid-DATA: {len(cut['mid-data'])}, "
                                    f"cut after the server's 250: {len(cut['after-accept'])}, "
                                    f"aimed but no submission within {AIM_WITHIN_S:.0f} s: {len(missed)}")
@@ -438,11 +446,13 @@ async def synapse_outage(ctx: FaultContext, size: Size) -> Outcome:
     async def outage() -> None:
         await asyncio.sleep(1.0)
         await asyncio.to_thread(ctx.synapse.stop)
-        await asyncio.sleep(size.synapse_down_s)
-        await asyncio.to_thread(ctx.synapse.start)
+        try:
+            await asyncio.sleep(size.synapse_down_s)
+        finally:  # the homeserver is shared with the rest of the session: always back up
+            await asyncio.to_thread(ctx.synapse.start)
 
     ctx.say(f"homeserver down for {size.synapse_down_s:.0f} s while {count} mails arrive")
-    await asyncio.gather(inb.deliver([inb.mail(i) for i in range(count)], interval), outage())
+    await together(inb.deliver([inb.mail(i) for i in range(count)], interval), outage())
     outcome.facts["faults"] = f"homeserver stopped for {size.synapse_down_s:.0f} s"
     await settle_inbound(inb, outcome, size, count, restart_check=False)
     return outcome
