@@ -64,6 +64,7 @@ from .encryption import CryptoExtras, Encryption, EncryptionUnavailable
 from .files import private_sqlite
 from .ghost import Ghosts
 from .intake import Intake
+from .metrics import Metrics, MetricsServer
 from .permissions import Level, level_for
 from .portal import Portal
 from .processor import InboxProcessor
@@ -165,6 +166,9 @@ class Bridge:
         self.encrypt_new_rooms = bool(config["encryption.allow"] and config["encryption.default"])
         self._runner: web.AppRunner | None = None
         self._provisioning_runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics = Metrics()
+        self.started = False
         self.creators_listed_in_power_levels = True
         self._tasks: set[asyncio.Task[Any]] = set()
         from .matrix_handler import MatrixHandler  # late: it needs the Bridge type only
@@ -223,6 +227,7 @@ class Bridge:
                  self.config["appservice.port"])
         await self._init_bot()
         await self._start_provisioning()
+        await self._start_metrics()
         await self._start_encryption()
         await self.connector.start(self, dict(self.config[f"network.{self.connector.name}"]))
         for row in await self.logins_table.all():
@@ -230,6 +235,7 @@ class Bridge:
             await self._load_login(row, connect=True)
         self.processor.start()
         self.spawn(self._retention_loop(), "retention")
+        self.started = True
         if self.encryption is not None:
             self._tasks.add(self.encryption.probe_delivery(self._probe_result))
 
@@ -299,6 +305,16 @@ class Bridge:
         if events:
             log.info("Retention: forgot %d handled event IDs", events)
         await self.connector.prune(lambda login_id: login_id in self.logins, now_ms)
+    async def _start_metrics(self) -> None:
+        if not self.config["metrics.enabled"]:
+            return
+        server = MetricsServer(self, self.metrics)
+        self._metrics_runner = web.AppRunner(server.app, access_log=None)
+        await self._metrics_runner.setup()
+        host, port = self.config["metrics.hostname"], self.config["metrics.port"]
+        await listen(web.TCPSite(self._metrics_runner, host, port), host, port, "metrics")
+        log.info("Metrics and health checks on %s:%s", host, port)
+
     async def _start_provisioning(self) -> None:
         if not self.config["provisioning.enabled"]:
             return
@@ -322,6 +338,7 @@ class Bridge:
         self.creators_listed_in_power_levels = not (version.isdigit() and int(version) >= 12)
 
     async def stop(self) -> None:
+        self.started = False
         await self.processor.stop()
         for login in list(self.logins.values()):
             if login.client:
@@ -346,6 +363,9 @@ class Bridge:
         if self._provisioning_runner:
             await self._provisioning_runner.cleanup()
             self._provisioning_runner = None
+        if self._metrics_runner:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         if self._session:
             await self._session.close()
             self._session = None
@@ -363,7 +383,19 @@ class Bridge:
             log.error("Background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _handle_matrix_event(self, event: dict[str, Any]) -> None:
+        started = time.monotonic()
         await self.gate.handle(event)
+        self.metrics.observe_matrix(str(event.get("type", "")), started)
+
+    async def readiness_problem(self) -> str | None:
+        """Why the bridge cannot do its work now (None: ready)."""
+        if not self.started:
+            return "starting"
+        try:
+            await self.db.fetchval("SELECT 1")
+        except Exception as e:
+            return f"database: {type(e).__name__}"
+        return None
 
     async def _matrix_event_given_up(self, event: dict[str, Any], exc: BaseException) -> None:
         """A user's message that failed every attempt: its sender sees that, not silence."""
@@ -656,7 +688,9 @@ class Bridge:
                     return PortalID(placed[0])
                 portal_id = PortalID(placed[0])
         portal = await self.get_portal(portal_id, login)
+        started = time.monotonic()
         await portal.enqueue(lambda: portal.handle_remote(event))
+        self.metrics.observe_remote(type(event).__name__, started)
         return portal_id
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None:
@@ -713,6 +747,8 @@ class Bridge:
         retrying: bool = False,
     ) -> None:
         """A `com.beeper.message_send_status` event; a final failure also gets a notice."""
+        if not delivered and not retrying:
+            self.metrics.send_failures.inc()
         status: dict[str, Any] = {
             "network": self.connector.name,
             "m.relates_to": {"rel_type": "m.reference", "event_id": event_id},

@@ -170,6 +170,10 @@ class Config(RecursiveDict[CommentedMap]):
             port = self.require("provisioning.port", int)
             if not 0 < port < 65536:
                 raise ConfigError("provisioning.port", "must be between 1 and 65535")
+        if self.require("metrics.enabled", bool):
+            port = self.require("metrics.port", int)
+            if not 0 < port < 65536:
+                raise ConfigError("metrics.port", "must be between 1 and 65535")
         level = str(self.require("logging.level", str)).upper()
         if level not in LOG_LEVELS:
             raise ConfigError("logging.level", f"{self['logging.level']!r} is not a level; use one "
