@@ -172,7 +172,8 @@ async def bench_env(args: argparse.Namespace) -> AsyncIterator[BenchEnv]:
                 db_label = f"PostgreSQL (port {server.port})"
             config = setup.config_for("bench", hs_url=synapse.hs_url, db_url=db_url,
                                       network={"ca_file": str(mail.ca_file),
-                                               "discovery.enabled": False})
+                                               "discovery.enabled": False,
+                                               "allowed_private_servers": ["127.0.0.0/8"]})
             config_encrypted: Path | None = None
             if getattr(args, "encrypted", False):
                 encrypted_db = f"sqlite:{root / 'bridge-e2ee.db'}"
@@ -182,7 +183,8 @@ async def bench_env(args: argparse.Namespace) -> AsyncIterator[BenchEnv]:
                     stack.callback(drop_database, server.dsn, name)
                 config_encrypted = setup.config_for(
                     "bench-e2ee", hs_url=synapse.hs_url, db_url=encrypted_db,
-                    network={"ca_file": str(mail.ca_file), "discovery.enabled": False},
+                    network={"ca_file": str(mail.ca_file), "discovery.enabled": False,
+                             "allowed_private_servers": ["127.0.0.0/8"]},
                     core={"encryption.default": True})
             name = f"bench{uuid.uuid4().hex[:6]}"
             user_id, token = await asyncio.to_thread(synapse.register_user, name, f"pass-{name}")

@@ -46,6 +46,7 @@ def configure(directory: Path) -> None:
     config["bridge.permissions"] = {"*": "relay", "localhost": "user", "@admin:localhost": "admin"}
     config["network.email.ca_file"] = str(directory / "stack" / "tls" / "ca.pem")
     config["network.email.discovery.enabled"] = False  # the demo's domain is not in any DNS
+    config["network.email.allowed_private_servers"] = ["127.0.0.0/8"]  # the demo's servers
     for key in ("encryption.allow", "encryption.default"):  # an encrypted DM and portal
         config[key] = True
     config.save()

@@ -141,7 +141,10 @@ def bridge_setups() -> Iterator[dict[str, BridgeSetup]]:
                                              overrides=LOOPBACK_APPSERVICE),
             # discovery asks DNS: only the discovery tests turn it on, with the rig's own server
             "email": BridgeSetup.generate(root / "email", "email", permissions=TEST_PERMISSIONS,
-                                          overrides={"network.email.discovery.enabled": False}),
+                                          overrides={"network.email.discovery.enabled": False,
+                                                     # the rig's mail servers are on loopback
+                                                     "network.email.allowed_private_servers":
+                                                         ["127.0.0.0/8"]}),
         }
 
 

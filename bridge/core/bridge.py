@@ -670,6 +670,9 @@ class Bridge:
     def add_public_route(self, method: str, path: str, handler: PublicHandler) -> None:
         self.public_web.add_route(method, path, handler)
 
+    def is_admin(self, user_mxid: str) -> bool:
+        return level_for(user_mxid, self.permissions) >= Level.ADMIN
+
     def encrypt_secret(self, plaintext: str) -> str:
         return self.secret_box.seal(plaintext)
 

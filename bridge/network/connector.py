@@ -34,6 +34,10 @@ class BridgeAPI(Protocol):
     @property
     def connector_db(self) -> Database: ...
 
+    def is_admin(self, user_mxid: str) -> bool:
+        """Whether the Matrix user is a bridge admin (`bridge.permissions`)."""
+        ...
+
     def encrypt_secret(self, plaintext: str) -> str: ...
 
     def public_url(self, path: str) -> str | None:

@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 from ...network import ConfigError
 from .authenticity import TrustSettings
 from .oauth.providers import OAuthProvider, parse_providers
+from .server_policy import ServerPolicy
 
 SECTION = "network.email"
 
@@ -47,6 +48,7 @@ class EmailConfig:
     discovery_timeout: float
     discovery_nameserver: str | None
     keep_sent_days: float
+    server_policy: ServerPolicy
     max_people_per_mail: int
     trust: TrustSettings
 
@@ -111,6 +113,10 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
     schedule = _get(section, "outbound.retry_schedule", list)
     if not schedule or not all(isinstance(x, (int, float)) and x > 0 for x in schedule):
         raise ConfigError(f"{SECTION}.outbound.retry_schedule", "must be a list of positive seconds")
+    try:
+        server_policy = ServerPolicy.parse(_get(section, "allowed_private_servers", list) or [])
+    except ValueError as e:
+        raise ConfigError(f"{SECTION}.allowed_private_servers", str(e)) from None
     keep_sent = _positive(section, "outbound.keep_sent_days")
     if keep_sent < 1:
         raise ConfigError(f"{SECTION}.outbound.keep_sent_days",
@@ -142,6 +148,7 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         discovery_timeout=_positive(section, "discovery.timeout"),
         discovery_nameserver=_get(section, "discovery.nameserver", str) or None,
         keep_sent_days=keep_sent,
+        server_policy=server_policy,
         max_people_per_mail=int(_positive(section, "limits.max_people_per_mail")),
         trust=_trust(section),
     )

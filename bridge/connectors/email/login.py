@@ -6,6 +6,7 @@ Both servers are tried before anything is saved; each kind of failure gets its o
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ...network import (
@@ -21,13 +22,14 @@ from .addresses import InvalidAddress, address_key, parse_mailbox
 from .discovery import Discovered
 from .imap import ImapAccount, ImapAuthFailed, ImapError
 from .imap import check_login as check_imap
-from .login_problems import describe
+from .imap.errors import ImapConnectFailed
+from .login_problems import describe, describe_unreachable
 from .oauth.authorize import AuthorizationRefused, PendingAuthorization, parse_answer
 from .oauth.providers import OAuthProvider
 from .oauth.tokens import OAuthTokens, TokenSet, exchange_code
 from .outbound import clean_display_name
 from .outbound.errors import ComposeError
-from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpError
+from .outbound.smtp_submit import SmtpAccount, SmtpAuthFailed, SmtpConnectFailed, SmtpError
 from .outbound.smtp_submit import check_login as check_smtp
 from .password_page import PasswordRequest
 from .sasl import BearerUnavailable
@@ -35,6 +37,8 @@ from .servers import ServerSpec, default_spec, parse_spec
 
 if TYPE_CHECKING:
     from .connector import EmailConnector
+
+log = logging.getLogger("letterbox.email.login")
 
 PASSWORD_FIELD = "password"
 
@@ -237,6 +241,17 @@ class EmailLogin(LoginProcess):
         imap_spec, smtp_spec = self.imap_spec, self.smtp_spec
         assert imap_spec is not None and smtp_spec is not None
         cfg = self.connector.config
+        neutral = not self.connector.bridge.is_admin(self.user_mxid)
+        if neutral:
+            refused = [(kind, spec) for kind, spec in (("IMAP", imap_spec), ("SMTP", smtp_spec))
+                       if not await cfg.server_policy.allows(spec)]
+            if refused:
+                log.info("Login of %s: refused server(s) %s (not public, not allowed)",
+                         self.user_mxid, ", ".join(str(spec) for _, spec in refused))
+                raise LoginFailed(
+                    "\n" + "\n".join(describe_unreachable(k, s) for k, s in refused)
+                    + "\nSend the server settings again.",
+                    fields=tuple(k.lower() for k, _ in refused))
         bearer = self._bearer()
         try:
             imap = ImapAccount(imap_spec.host, imap_spec.port, imap_spec.security, self.address,
@@ -251,7 +266,10 @@ class EmailLogin(LoginProcess):
         failed: list[str] = []
         auth_failed = False
         for kind, spec, result in (("IMAP", imap_spec, imap_result), ("SMTP", smtp_spec, smtp_result)):
-            if isinstance(result, (ImapError, SmtpError)):
+            if neutral and isinstance(result, (ImapConnectFailed, SmtpConnectFailed)):
+                problems.append(describe_unreachable(kind, spec))
+                failed.append(kind.lower())
+            elif isinstance(result, (ImapError, SmtpError)):
                 problems.append(describe(kind, spec, result))
                 failed.append(kind.lower())
                 auth_failed |= isinstance(result, (ImapAuthFailed, SmtpAuthFailed))

@@ -18,6 +18,7 @@ from .outbound.smtp_submit import (
     SmtpError,
     SmtpTlsError,
 )
+from .server_policy import UNREACHABLE
 from .servers import ServerSpec
 
 _CERTIFICATE = ("→ The bridge does not trust this server's certificate. If the host name is right, "
@@ -49,3 +50,9 @@ def hint(error: ImapError | SmtpError) -> str:
 def describe(kind: str, spec: ServerSpec, error: ImapError | SmtpError) -> str:
     """Two lines: the failure as the server check saw it, and the next step."""
     return f"{kind} ({spec}): {error.reason}\n{hint(error)}"
+
+
+def describe_unreachable(kind: str, spec: ServerSpec) -> str:
+    """The one answer for a server that is refused by the bridge's server rules or cannot be
+    reached (for users who are not admins: nothing tells one from the other)."""
+    return f"{kind} ({spec}): {UNREACHABLE}\n{_CONNECT}"
