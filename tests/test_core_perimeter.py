@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 import uuid
@@ -14,9 +15,11 @@ import aiohttp
 import pytest
 
 from bridge.core.bridge import Bridge
-from devstack.bot_flows import management_room, wait_notice
+from devstack.bot_flows import management_room, notices, wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import Synapse
+from tests.helpers.harness import start_bridge
+from tests.test_core_e2e import log_in
 
 pytestmark = pytest.mark.servers
 
@@ -106,3 +109,26 @@ async def test_a_flood_of_bad_tokens_is_logged_in_a_few_lines(
     lines = [r for r in caplog.records if "Refused request" in r.getMessage()]
     assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
     assert bridge.intake.refused >= 50
+
+
+async def test_an_unexpected_error_is_never_echoed_into_a_room(
+    bridge_config: Path, matrix_user: MakeUser,
+) -> None:
+    user = await matrix_user()
+    bridge = await start_bridge(bridge_config)
+    try:
+        room = await management_room(bridge, user)
+        await log_in(bridge, user, room, "damaged")
+        [row] = await bridge.logins_table.for_user(user.user_id)
+        # A stored secret that cannot be opened (a fault no server produces): its error text
+        # names an internal detail.
+        row.metadata["password"] = "v1:vault.internal.example:AAAA"
+        await bridge.logins_table.update(row)
+    finally:
+        await bridge.stop()
+    bridge = await start_bridge(bridge_config)
+    try:
+        said = await wait_notice(user, room, bridge.bot_mxid, "an internal error")
+        assert not [n for n in notices(user, room, bridge.bot_mxid) if "vault.internal" in n], said
+    finally:
+        await bridge.stop()

@@ -83,6 +83,14 @@ log = logging.getLogger("letterbox.bridge")
 RETENTION_INTERVAL_S = 3600
 
 
+def user_reason(error: Exception) -> str:
+    """What a user may read about an error: a connector's user-facing reason, never the text of
+    an unexpected exception (it can name internal hosts, URLs or files; the log has it)."""
+    if isinstance(error, ConnectorError):
+        return error.reason
+    return "an internal error (the bridge admin can find it in the log)"
+
+
 @dataclass(frozen=True, slots=True)
 class OpenedChat:
     portal: Portal | None
@@ -506,7 +514,7 @@ class Bridge:
             login.client = await self.connector.load_login(login.api())
         except Exception as e:
             log.exception("Could not load login %s", row.id)
-            await self.send_login_state(login.id, LoginStateEvent(LoginState.UNKNOWN_ERROR, str(e)))
+            await self.send_login_state(login.id, LoginStateEvent(LoginState.UNKNOWN_ERROR, user_reason(e)))
             return login
         if connect:
             self.spawn(self._connect(login), f"connect-{row.id}")
@@ -518,7 +526,7 @@ class Bridge:
             await login.client.connect()
         except Exception as e:
             log.exception("Login %s failed to connect", login.id)
-            await self.send_login_state(login.id, LoginStateEvent(LoginState.UNKNOWN_ERROR, str(e)))
+            await self.send_login_state(login.id, LoginStateEvent(LoginState.UNKNOWN_ERROR, user_reason(e)))
 
     async def add_login(self, user: User, completed: CompletedLogin) -> UserLogin:
         """Store a completed login. The same Matrix user's earlier login to the same account is
