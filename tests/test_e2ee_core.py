@@ -171,7 +171,7 @@ async def loopback_login(bridge: Bridge, user: E2EEUser, room: str, name: str) -
     await user.wait_notice(room, bridge.bot_mxid, "Password")
     await user.send_text(room, PASSWORD)
     await user.wait_notice(room, bridge.bot_mxid, f"Logged in to loopback as {name}")
-    return bridge.connector.clients[f"loop:{name}"]  # type: ignore[attr-defined]
+    return bridge.connector.clients[name]  # type: ignore[attr-defined]
 
 
 def text_bodies(user: E2EEUser, room: str) -> list[str]:
@@ -276,7 +276,7 @@ async def test_a_new_device_of_the_user_reads_the_portal_after_a_restart(
             return second.client.device_id in devices and \
                 await enc.store.get_outbound_group_session(RoomID(portal)) is None
         await second.wait_for_async(rotated, what="the bridge to see the new device")
-        client = bridge.connector.clients["loop:dev"]  # type: ignore[attr-defined]
+        client = bridge.connector.clients["dev"]  # type: ignore[attr-defined]
         # (the loopback connector numbers messages from 1 again after a restart: a fresh ID)
         await client.remote(RemoteMessage(
             portal=PortalID("dm:jack"), sender=NetworkUserID("jack"), sender_info=UserInfo(name="Jack"),
