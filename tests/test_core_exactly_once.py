@@ -242,3 +242,30 @@ async def test_the_core_keeps_a_posted_message_where_it_is(bridge: Bridge, matri
     assert await bridge.portals_table.get("group:elsewhere", login_id) is None
     bodies = await bodies_after_sentinel(bridge, user, client, room, "jon")
     assert bodies.count(f"text {token}") == 1
+
+
+async def test_crash_after_the_room_is_created_does_not_create_a_second_room(
+    bridge: Bridge, matrix_user: MakeUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await matrix_user()
+    client = await log_in(bridge, user, await management_room(bridge, user), "rooms1")
+    real = bridge.room_created
+
+    def dies_before_recording(room_id: Any, initial_state: Any) -> None:
+        raise SimulatedCrash()
+
+    monkeypatch.setattr(bridge, "room_created", dies_before_recording)
+    suffix = uuid.uuid4().hex[:6]  # a ghost of its own: ghosts outlive a test's database
+    with pytest.raises(SimulatedCrash):
+        await client.receive(f"kim{suffix}", "first words")
+    monkeypatch.setattr(bridge, "room_created", real)
+    await client.receive(f"kim{suffix}", "second words")
+
+    room = await user.wait_for_room_invite()
+    await user.join(room)
+    await user.wait_for_event(room, lambda e: e["content"].get("body") == "second words")
+    portal = await bridge.portal_by_room(room)
+    assert portal is not None and portal.row.id == f"dm:kim{suffix}"
+    assert "creating_room" not in portal.row.metadata
+    ghost = await bridge.ghosts.intent_for(NetworkUserID(f"kim{suffix}"))
+    assert await ghost.get_joined_rooms() == [room]

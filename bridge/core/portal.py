@@ -8,11 +8,13 @@ import copy
 from dataclasses import dataclass
 from datetime import datetime
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
-from mautrix.errors import MTooLarge
+from mautrix.errors import MNotFound, MTooLarge
 from mautrix.types import EventID, EventType, RoomCreatePreset, RoomID, UserID
 
 from ..db import MessageRow, PendingPart, PortalRow
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
     from .user_login import UserLogin
 
 log = logging.getLogger("letterbox.portal")
+
+#: Portal metadata key: a room is being created for the portal (see `Portal._create_room`).
+CREATING_ROOM = "creating_room"
+#: Key in the m.bridge content of a portal room: the creation attempt that made it.
+CREATING_ROOM_KEY = "net.letterbox.creation"
 
 @dataclass(slots=True)
 class _Job:
@@ -300,6 +307,7 @@ class Portal:
             except Exception:
                 log.exception("Could not create the space of %s; the room is created without it", self.login.id)
             self.row.mxid = await self._create_room(info, creator_hint)
+            self.row.metadata.pop(CREATING_ROOM, None)
             self.row.name = room_name(info) or ""
             self.row.topic = info.topic or ""
             self.row.is_direct = info.is_direct
@@ -348,22 +356,50 @@ class Portal:
             "users": users,
             "events": {"m.bridge": 100, "uk.half-shot.bridge": 100, "m.room.power_levels": 100},
         }
-        room_id = await creator.create_room(
-            name=room_name(info),
-            topic=info.topic or None,
-            is_direct=info.is_direct,
-            invitees=invitees,
-            preset=RoomCreatePreset.PRIVATE,
-            initial_state=initial_state,
-            power_level_override=power,
-        )
+        # A crash between the homeserver creating the room and the row naming it must not leave
+        # the portal with two rooms: the attempt is recorded first, and a second attempt looks
+        # for the room the first one made (by its m.bridge state key) before creating another.
+        attempt = self.row.metadata.get(CREATING_ROOM)
+        room_id = await self._room_created_before(creator, state_key, attempt) if attempt else None
+        if room_id is None:
+            attempt = self.row.metadata[CREATING_ROOM] = secrets.token_hex(8)
+            await bridge.portals_table.upsert(self.row)
+            for event in initial_state[:2]:  # m.bridge and its older name say which attempt made it
+                event["content"] = {**event["content"], CREATING_ROOM_KEY: attempt}
+            room_id = await creator.create_room(
+                name=room_name(info),
+                topic=info.topic or None,
+                is_direct=info.is_direct,
+                invitees=invitees,
+                preset=RoomCreatePreset.PRIVATE,
+                initial_state=initial_state,
+                power_level_override=power,
+            )
+            log.info("Created room %s for portal %s of %s (ghosts %s)", room_id, self.row.id,
+                     self.login.id, ghost_ids)
+        else:
+            log.info("Portal %s of %s: adopting room %s, created before a restart", self.row.id,
+                     self.login.id, room_id)
         bridge.room_created(room_id, initial_state)
-        log.info("Created room %s for portal %s of %s (ghosts %s)", room_id, self.row.id,
-                 self.login.id, ghost_ids)
         for intent in [bridge.bot, *ghost_intents]:
             if intent.mxid != creator.mxid:
                 await intent.ensure_joined(room_id)
         return room_id
+
+    async def _room_created_before(self, creator: IntentAPI, state_key: str, attempt: str
+                                   ) -> RoomID | None:
+        """The room `creator` is in whose m.bridge state names this portal and `attempt`."""
+        for room_id in await creator.get_joined_rooms():
+            if await self.bridge.portals_table.by_mxid(room_id) is not None:
+                continue
+            try:
+                state = await creator.api.request(
+                    Method.GET, Path.v3.rooms[room_id].state["m.bridge"][state_key])
+            except MNotFound:
+                continue
+            if state.get(CREATING_ROOM_KEY) == attempt:
+                return room_id
+        return None
 
     async def _apply_info(self, info: ChatInfo) -> None:
         if not self.row.mxid:
