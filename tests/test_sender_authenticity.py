@@ -75,3 +75,29 @@ def test_trusted_ids_combine_all_logins_domain_and_address() -> None:
         "other.example": ["mx.other.example"]}, verify_dkim=True, dns_resolver=None, dns_timeout=5,
         quarantine=False)
     assert settings.trusted_for("Ann@corp.example") == {"mx.all.example", "mx.corp.example", "ann.mx"}
+
+
+def test_a_dns_timeout_is_waited_for_once_per_mail() -> None:
+    """Several signatures and a DNS server that never answers: one lookup, then unverified (a
+    timeout is a fault no real loopback server gives on demand, so the lookup is a stand-in)."""
+    import dkim
+
+    from bridge.connectors.email.authenticity.dkim_check import verify_dkim
+    from devstack.dkim import DkimRig
+
+    rig = DkimRig()  # for signing: its DNS server is not asked
+    rig.start()
+    try:
+        raw = b"From: Bob <bob@example.org>\r\nTo: me@example.net\r\nSubject: x\r\n\r\nhi\r\n"
+        for selector in ("one", "two", "three"):
+            raw = rig.sign(raw, "example.org", selector)
+    finally:
+        rig.stop()
+    lookups: list[bytes] = []
+
+    def never_answers(name: bytes, timeout: float = 5) -> bytes | None:
+        lookups.append(name)
+        raise dkim.DnsTimeoutError("no answer")
+
+    check = verify_dkim(raw, "example.org", never_answers, 1)
+    assert check.status is Authenticity.UNVERIFIED and len(lookups) == 1
