@@ -40,6 +40,8 @@ class KillLog:
     kills: int = 0
     restart_s: list[float] = field(default_factory=list)
     at: list[float] = field(default_factory=list)  # time.monotonic() of each SIGKILL
+    # run after each kill, while the bridge is down (e.g. to read what its database holds)
+    after_kill: Callable[[], Awaitable[None]] | None = None
 
     def summary(self) -> str:
         if not self.restart_s:
@@ -60,6 +62,8 @@ async def kill_now(bridge: BridgeProcess, log: KillLog | None = None) -> None:
         log.at.append(time.monotonic())
         log.kills += 1
     await asyncio.to_thread(bridge.kill)
+    if log is not None and log.after_kill is not None:
+        await log.after_kill()
 
 
 async def kill_loop(bridge: BridgeProcess, rng: random.Random, kills: int, log: KillLog, *,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+import sqlite3
 import time
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
+
+from bridge.connectors.email.db import OutboxState
 from devstack.matrix_client import Event, MatrixTestClient
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import StoredMail, read_folder
@@ -120,3 +124,26 @@ async def inbox_uids(mail_stack: MailStack, address: str, tokens: Tokens, count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(set(order))} of {count} mails reached {address}")
         await asyncio.sleep(0.2)
+
+
+def _sending_sqlite(path: str, state: str) -> set[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT message_id FROM email_outbox WHERE state = ?", (state,))
+        return {str(r[0]) for r in rows}
+    finally:
+        conn.close()
+
+
+async def mails_being_sent(db_url: str) -> set[str]:
+    """Message-IDs of the outbox rows the bridge had not recorded as sent or failed when it
+    died (state `sending`): read from its database while it is down."""
+    state = OutboxState.SENDING.value
+    if db_url.startswith("sqlite:"):
+        return await asyncio.to_thread(_sending_sqlite, db_url.removeprefix("sqlite:"), state)
+    conn = await asyncpg.connect(db_url, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT message_id FROM email_outbox WHERE state = $1", state)
+        return {str(r["message_id"]) for r in rows}
+    finally:
+        await conn.close()

@@ -24,6 +24,7 @@ from .observe import (
     file_tokens,
     folder_copies,
     inbox_uids,
+    mails_being_sent,
     room_history,
     text_tokens,
     wait_for_mail_token,
@@ -35,9 +36,6 @@ from .smtp_trap import PHASES, SmtpTrap
 RECONNECT_WITHIN_S = 10.0
 # An aimed kill waits this long for a submission to cut, else the bridge is killed right away.
 AIM_WITHIN_S = 8.0
-# A mail whose 250 reached the bridge less than this before a kill may not be recorded as sent
-# yet (QUIT, then the database update): it may go out again, as the same mail.
-UNRECORDED_WITHIN_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +236,12 @@ async def outbound_kills(ctx: FaultContext, size: Size) -> Outcome:
     bridge = ctx.bridge()
     tokens = Tokens.fresh()
     log = KillLog()
+    in_flight: list[tuple[float, set[str]]] = []  # per kill: the outbox rows still `sending`
+
+    async def note_in_flight() -> None:
+        in_flight.append((log.at[-1], await mails_being_sent(ctx.db_url)))
+
+    log.after_kill = note_in_flight
     trap = SmtpTrap(ctx.mail.submission_port, lambda: kill_now(bridge, log),
                     lambda text: tokens.found_in(text, "ft"))
     await trap.start()
@@ -289,14 +293,14 @@ async def outbound_kills(ctx: FaultContext, size: Size) -> Outcome:
                                    f"aimed but no submission within {AIM_WITHIN_S:.0f} s: {len(missed)}")
         if bridge.process is None:
             await asyncio.to_thread(bridge.start)
-        # The window SMTP leaves open: the server's 250 reached the bridge (or was cut on its
-        # way) shortly before a kill, so the bridge may not have recorded the mail as sent.
-        unheard = set(cut["after-accept"]) | {
-            t for accepted_at, found in trap.accepted for t in found
-            if any(accepted_at <= k <= accepted_at + UNRECORDED_WITHIN_S for k in log.at)}
+        # The window SMTP leaves open: the server had accepted the mail (its 250 passed the
+        # relay, or was cut there) when a kill found its outbox row still `sending`.
+        unheard = {t for accepted_at, found, message_id in trap.accepted for t in found
+                   if any(accepted_at <= killed_at and message_id in sending
+                          for killed_at, sending in in_flight)}
         await _outbound_settle(ctx, size, outcome, bridge, user, room, mailbox[0], peer, tokens,
                                sorted(unheard))
-        submitted = [t for _, found in trap.accepted for t in found]
+        submitted = [t for _, found, _ in trap.accepted for t in found]
         # Order: the order in which the server accepted each mail the first time. (The INBOX
         # order is Postfix's parallel delivery, and a Sent copy owed across a crash is filed
         # after the restart: neither says in which order the bridge sent.)

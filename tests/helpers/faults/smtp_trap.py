@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 import contextlib
+import re
 import time
 
 from devstack.ports import LOOPBACK
 
 PHASES = ("mid-data", "after-accept")
+_MESSAGE_ID = re.compile(r"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 
 
 class _Cut(Exception):
@@ -41,9 +43,9 @@ class SmtpTrap:
         self._armed: tuple[str, asyncio.Future[list[str]]] | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self._firing: set[asyncio.Task[None]] = set()
-        # (time.monotonic(), tokens) of every server 250 to a mail's data, in the order the
-        # server gave them (also the ones the bridge never heard)
-        self.accepted: list[tuple[float, list[str]]] = []
+        # (time.monotonic(), tokens, Message-ID) of every server 250 to a mail's data, in the
+        # order the server gave them (also the ones the bridge never heard)
+        self.accepted: list[tuple[float, list[str], str]] = []
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._handle, LOOPBACK, 0)
@@ -145,8 +147,10 @@ class SmtpTrap:
                 elif state.data_sent:
                     state.data_sent = False
                     if line.startswith(b"250"):
-                        self.accepted.append((time.monotonic(),
-                                              self.find_token(state.payload.decode("latin-1"))))
+                        text = state.payload.decode("latin-1")
+                        found = _MESSAGE_ID.search(text)
+                        self.accepted.append((time.monotonic(), self.find_token(text),
+                                              found.group(1) if found else ""))
                     armed = self._armed
                     if armed is not None and armed[0] == "after-accept" and line.startswith(b"250"):
                         await self._fire("after-accept", state.payload)
