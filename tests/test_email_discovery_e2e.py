@@ -104,7 +104,7 @@ async def test_autoconfig_settings_are_offered_and_work(
         ("localhost", mail_stack.submission_port, "STARTTLS"))
     user = await matrix_user()
     room = await answer_address_and_password(discovering_bridge, user, mailbox)
-    found = (await wait_notice(user, room, discovering_bridge.bot_mxid, "Found in"))[-1]
+    found = (await wait_notice(user, room, discovering_bridge.bot_mxid, "Settings found"))[-1]
     assert f"the autoconfig file at autoconfig.{mail_stack.domain}" in found, found
     assert f"IMAP localhost:{mail_stack.imap_port}:starttls" in found, found
     assert f"SMTP localhost:{mail_stack.submission_port}:starttls" in found, found
@@ -121,7 +121,7 @@ async def test_srv_records_are_offered_and_work(
                   f"_submission._tcp.{domain}. 60 IN SRV 10 1 {mail_stack.submission_port} localhost.\n")
     user = await matrix_user()
     room = await answer_address_and_password(discovering_bridge, user, mailbox)
-    found = (await wait_notice(user, room, discovering_bridge.bot_mxid, "Found in"))[-1]
+    found = (await wait_notice(user, room, discovering_bridge.bot_mxid, "Settings found"))[-1]
     assert f"the DNS SRV records of {domain}" in found, found
     assert f"IMAP localhost:{mail_stack.imap_port}:starttls" in found, found
     assert f"SMTP localhost:{mail_stack.submission_port}:starttls" in found, found
@@ -157,3 +157,22 @@ async def test_a_discovery_that_finds_nothing_says_so(
     await user.send_text(room, "-")
     await wait_notice(user, room, discovering_bridge.bot_mxid, f"Logged in as {mailbox[0]}",
                       timeout=30)
+
+
+async def test_a_big_providers_address_gets_its_servers_and_its_hint(
+    discovering_bridge: Bridge, matrix_user: MakeUser,
+) -> None:
+    # no Google client is configured: a password (an app password) is the way, and Google says how
+    user = await matrix_user()
+    room = await management_room(discovering_bridge, user)
+    await user.send_text(room, "login")
+    await wait_notice(user, room, discovering_bridge.bot_mxid, "Email address")
+    await user.send_text(room, "someone@gmail.com")
+    hint = (await wait_notice(user, room, discovering_bridge.bot_mxid, "App passwords"))[-1]
+    assert "https://myaccount.google.com/apppasswords" in hint, hint
+    await wait_notice(user, room, discovering_bridge.bot_mxid, "Password")
+    await user.send_text(room, "an app password")
+    found = (await wait_notice(user, room, discovering_bridge.bot_mxid, "Settings found"))[-1]
+    assert "Google hosts gmail.com" in found and "IMAP imap.gmail.com:993:tls" in found, found
+    await user.send_text(room, "cancel")
+    await wait_notice(user, room, discovering_bridge.bot_mxid, "Login cancelled")

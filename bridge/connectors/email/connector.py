@@ -84,12 +84,17 @@ class EmailConnector(NetworkConnector):
         return next((p for p in self.config.oauth_providers if p.id == provider_id), None)
 
     async def discover(self, address: str) -> Discovered:
-        """Server settings found for `address` (nothing when discovery is off)."""
+        """Server settings found for `address` (only a known provider's when discovery is off)."""
         cfg = self.config
-        if not cfg.discovery:
-            return Discovered()
         configured = {p.id for p in cfg.oauth_providers}
         known = cfg.oauth_providers + tuple(p for p in PRESETS.values() if p.id not in configured)
+        domain = address.rpartition("@")[2].lower()
+        provider = next((p for p in known if p.serves(domain)), None)
+        if provider is not None:  # a big provider's own domain: no lookup needed
+            return Discovered(provider.imap, provider.smtp, f"{provider.name} hosts {domain}",
+                              provider)
+        if not cfg.discovery:
+            return Discovered()
         return await discover(address, DnsResolver(cfg.discovery_nameserver, cfg.discovery_timeout),
                               known, ca_file=cfg.ca_file, timeout=cfg.discovery_timeout)
 

@@ -157,8 +157,9 @@ class EmailLogin(LoginProcess):
         imap = found.imap or default_spec("imap", domain)
         smtp = found.smtp or default_spec("smtp", domain)
         if found.found:
-            intro = (f"Found in {found.source}: IMAP {imap}, SMTP {smtp}. Send `-` to accept each, "
-                     "or type other servers as host:port:security (tls, starttls or plain).")
+            intro = (f"Settings found ({found.source}): IMAP {imap}, SMTP {smtp}. Send `-` to "
+                     "accept each, or type other servers as host:port:security (tls, starttls "
+                     "or plain).")
         elif self.connector.config.discovery:
             intro = (f"No settings were found for {domain} (autoconfig file, DNS SRV and MX "
                      "records). Which servers? Format host:port:security (tls, starttls or "
