@@ -87,7 +87,8 @@ async def assert_recorded_once(bridge: Bridge, login_id: str, message_id: str, p
     rows = await bridge.messages.parts(login_id, message_id)
     assert sorted(r.part_id for r in rows) == [str(i) for i in range(parts)]
     assert await bridge.pending_parts.of_message(login_id, message_id) == []
-    assert await bridge.messages.bridged_portal(login_id, message_id) is not None
+    placed = await bridge.messages.placement(login_id, message_id)
+    assert placed is not None and placed[1]
 
 
 async def test_crash_between_send_and_record_does_not_duplicate(
@@ -139,7 +140,7 @@ async def test_crash_before_second_part_sends_it_on_redelivery(
         await client.remote(message)
     monkeypatch.setattr(portal_module, "send_part", real_send)
     # One part stored, one pending: the mail does not count as bridged.
-    assert await bridge.messages.bridged_portal(client.login.login_id, message.message_id) is None
+    assert await bridge.messages.placement(client.login.login_id, message.message_id) == ("dm:fred", False)
     await client.remote(two_part_message("fred", token))
 
     bodies = await bodies_after_sentinel(bridge, user, client, room, "fred")

@@ -56,16 +56,6 @@ class MessageTable:
         )
         return (row["portal_id"], bool(row["complete"])) if row else None
 
-    async def bridged_portal(self, receiver: str, message_id: str) -> str | None:
-        """The portal of a message whose every part is in Matrix (None: not, or not wholly)."""
-        portal_id: str | None = await self.db.fetchval(
-            """SELECT m.portal_id FROM message m WHERE m.receiver=$1 AND m.id=$2 AND NOT EXISTS (
-                   SELECT 1 FROM message_part_pending p WHERE p.receiver=$1 AND p.id=$2)
-               LIMIT 1""",
-            receiver, message_id,
-        )
-        return portal_id
-
     async def first_part(self, receiver: str, message_id: str) -> MessageRow | None:
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM message WHERE receiver=$1 AND id=$2 ORDER BY part_id LIMIT 1",
