@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from .connectors import load_connector
 from .core.config import Config, ConfigError, compose_example, parse_yaml
 from .core.files import private_file
-from .core.registration import build_registration
+from .core.registration import build_double_puppet_registration, build_registration
 from .network import NetworkConnector
 
 log = logging.getLogger("letterbox")
@@ -68,8 +68,18 @@ def generate(args: argparse.Namespace, connector: NetworkConnector) -> int:
     with args.registration.open("w", encoding="utf-8") as f:
         yaml.dump(registration, f)
     args.registration.chmod(0o600)
+    if config["double_puppet.enabled"]:
+        second = double_puppet_registration_path(args.registration)
+        with second.open("w", encoding="utf-8") as f:
+            yaml.dump(build_double_puppet_registration(config), f)
+        second.chmod(0o600)
+        print(f"Wrote {second} (double puppeting): add it to the homeserver's registrations too.")
     print(f"Wrote {args.registration}; tokens and keys are stored in {args.config}.")
     return 0
+
+
+def double_puppet_registration_path(registration: Path) -> Path:
+    return registration.with_name(f"{registration.stem}-doublepuppet{registration.suffix}")
 
 
 def load_config(path: Path, connector: NetworkConnector) -> Config:

@@ -151,7 +151,10 @@ def bridge_setups() -> Iterator[dict[str, BridgeSetup]]:
 @pytest.fixture(scope="session")
 def synapse(synapse_factory: SynapseFactory, bridge_setups: dict[str, BridgeSetup]) -> Synapse:
     """Synapse, started once with the registrations of every bridge the tests run."""
-    return synapse_factory([s.registration for s in bridge_setups.values()])
+    registrations = [s.registration for s in bridge_setups.values()]
+    registrations += [s.double_puppet_registration for s in bridge_setups.values()
+                      if s.double_puppet_registration is not None]
+    return synapse_factory(registrations)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.types import EventID, EventType, RoomID, UserID
+from yarl import URL
 
 from .sending import TXN_KEY
 
@@ -51,9 +52,10 @@ class BridgeAppServiceAPI(AppServiceAPI):
     def intent(self, user: UserID | None = None, token: str | None = None,
                base_url: str | None = None, real_user_as_token: bool = False) -> IntentAPI:
         assert user is not None
-        if token:
-            return cast(IntentAPI, super().intent(user, token, base_url, real_user_as_token))
-        intent = EncryptingIntent(user, self.user(user), self.bot_intent(), self.state_store)
+        api = self.real_user(user, token, URL(base_url) if base_url else None,
+                             as_token=real_user_as_token) if token \
+            else self.user(user)
+        intent = EncryptingIntent(user, api, self.bot_intent(), self.state_store)
         intent.encryption = self.encryption
         return intent
 

@@ -420,6 +420,16 @@ class Bridge:
         return bool(user and user.login_flow and user.login_flow.room_id == room_id
                     and user.login_flow.wants_secret())
 
+    async def double_puppet(self, mxid: str) -> IntentAPI | None:
+        """An intent acting as the real Matrix user `mxid` (double puppeting), or None when it
+        is off or the user lives on another homeserver."""
+        if not self.config["double_puppet.enabled"] or not mxid.endswith(f":{self.domain}"):
+            return None
+        assert self.az is not None
+        await self.az.state_store.registered(UserID(mxid))  # a real user: never /register
+        return self.az.intent(UserID(mxid), token=str(self.config["double_puppet.as_token"]),
+                              real_user_as_token=True)
+
     def is_bridge_puppet(self, mxid: str) -> bool:
         return mxid == self.bot_mxid or self.ghosts.network_id(mxid) is not None
 

@@ -152,6 +152,9 @@ class Config(RecursiveDict[CommentedMap]):
         port = self.require("appservice.port", int)
         if not 0 < port < 65536:
             raise ConfigError("appservice.port", "must be between 1 and 65535")
+        if self["double_puppet.enabled"] and self.get("double_puppet.as_token", "generate") in (
+                "generate", None, ""):
+            raise ConfigError("double_puppet.as_token", "not generated yet: run `python -m bridge -g`")
         for key in ("appservice.as_token", "appservice.hs_token"):
             if self[key] == "generate":
                 raise ConfigError(key, "not generated yet: run `python -m bridge -g`")
@@ -193,7 +196,7 @@ class Config(RecursiveDict[CommentedMap]):
         except ValueError:
             raise ConfigError("bridge.secrets.key", "must be base64 of 32 bytes") from None
         for key in ("encryption.allow", "encryption.default", "encryption.msc4190",
-                    "encryption.allow_key_sharing"):
+                    "encryption.allow_key_sharing", "double_puppet.enabled"):
             self.require(key, bool)
         if self.require("encryption.decrypt_timeout", (int, float)) < 0:
             raise ConfigError("encryption.decrypt_timeout", "must not be negative")
@@ -211,7 +214,7 @@ class Config(RecursiveDict[CommentedMap]):
             raise ConfigError(f"network.{connector_name}", "missing connector section")
 
     def generate_secrets(self) -> None:
-        for key in ("appservice.as_token", "appservice.hs_token"):
+        for key in ("appservice.as_token", "appservice.hs_token", "double_puppet.as_token"):
             if self.get(key, "generate") in ("generate", None, ""):
                 self[key] = _secrets.token_urlsafe(48)
         if self.get("provisioning.shared_secret", "generate") in ("generate", None, ""):

@@ -20,7 +20,7 @@ from mautrix.appservice import IntentAPI
 from mautrix.types import EventType, RoomID
 
 from .encryption import DecryptionFailed, Encryption
-from .sending import send_event
+from .sending import TXN_KEY, send_event
 
 log = logging.getLogger("letterbox.crypto.events")
 
@@ -51,6 +51,10 @@ class EncryptedEventGate:
             return
         etype = event.get("type")
         enc = self.encryption
+        content = event.get("content")
+        if isinstance(content, dict) and TXN_KEY in content:
+            return  # posted by the bridge itself (as a double-puppeted user): not an action
+
         if etype == "m.room.encryption" and event.get("state_key") == "" and enc is not None:
             enc.rooms.remember(RoomID(event["room_id"]), event.get("content") or {})
         elif etype == "m.room.member" and enc is not None:

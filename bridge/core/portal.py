@@ -146,7 +146,7 @@ class Portal:
         await self.ensure_room(evt.chat_info, evt.sender)
         assert self.row.mxid
         room = RoomID(self.row.mxid)
-        intent = await self.bridge.ghosts.intent_for(evt.sender, evt.sender_info)
+        intent = await self._sender_intent(evt)
         await intent.ensure_joined(room)
         encryption = self.bridge.encryption
         encrypted = encryption is not None and await encryption.rooms.is_encrypted(room)
@@ -195,6 +195,15 @@ class Portal:
                     thread_root=root_id or evt.message_id,
                 )
             )
+
+    async def _sender_intent(self, evt: RemoteMessage) -> IntentAPI:
+        """Who posts a message: the user's own Matrix account for what they wrote elsewhere
+        (double puppeting, when configured), else the sender's ghost."""
+        if evt.from_self:
+            puppet = await self.bridge.double_puppet(self.login.row.user_mxid)
+            if puppet is not None:
+                return puppet
+        return await self.bridge.ghosts.intent_for(evt.sender, evt.sender_info)
 
     async def _target(self, evt: RemoteEdit | RemoteReaction | RemoteDelete | RemoteReadReceipt
                       ) -> tuple[MessageRow, IntentAPI] | None:

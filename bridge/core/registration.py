@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -49,4 +50,19 @@ def build_registration(config: Config) -> dict[str, Any]:
             ],
             "rooms": [],
         },
+    }
+
+
+def build_double_puppet_registration(config: Config) -> dict[str, Any]:
+    """The second registration of double puppeting: its as_token may act as any local user; it
+    receives nothing (no URL) and reserves no namespace (not exclusive)."""
+    domain = config["homeserver.domain"]
+    return {
+        "id": f"{config['appservice.id']}-doublepuppet",
+        "url": None,
+        "as_token": config["double_puppet.as_token"],
+        "hs_token": hashlib.sha256(str(config["double_puppet.as_token"]).encode()).hexdigest(),
+        "sender_localpart": f"{config['appservice.bot_username']}-doublepuppet",
+        "rate_limited": False,
+        "namespaces": {"users": [{"exclusive": False, "regex": f"@.*:{re.escape(domain)}"}]},
     }

@@ -66,6 +66,9 @@ class RemoteEvent:
     timestamp: datetime | None = None
     # Info for creating the portal if it does not exist yet.
     chat_info: ChatInfo | None = None
+    # Written by the logged-in user themselves (elsewhere): with double puppeting it appears as
+    # their real Matrix account instead of `sender`'s ghost.
+    from_self: bool = False
 
 
 @dataclass(kw_only=True, slots=True)

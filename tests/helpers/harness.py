@@ -7,7 +7,7 @@ from pathlib import Path
 import shutil
 from typing import Any
 
-from bridge.__main__ import generate, load_config
+from bridge.__main__ import double_puppet_registration_path, generate, load_config
 from bridge.connectors import load_connector
 from bridge.core.bridge import Bridge
 from bridge.core.config import Config
@@ -34,6 +34,9 @@ class BridgeSetup:
     connector: str
     as_port: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The double-puppeting registration (its token is in the config; off unless a test turns
+    #: `double_puppet.enabled` on).
+    double_puppet_registration: Path | None = None
 
     @classmethod
     def generate(cls, workdir: Path, connector: str, *, permissions: dict[str, str],
@@ -57,11 +60,17 @@ class BridgeSetup:
         config["encryption.default"] = False
         for key, value in (overrides or {}).items():
             config[key] = value
+        config["double_puppet.enabled"] = True
         config.save()
-        # The registration must carry the final URL: write it again from the edited config.
+        # The registration must carry the final URL: write it again from the edited config
+        # (with double puppeting on, so its registration is written too; then off again).
         Args.config = template
         generate(Args, load_connector(connector))  # type: ignore[arg-type]
-        return cls(workdir, template, registration, connector, port)
+        config = _load_raw(template, connector)
+        config["double_puppet.enabled"] = False
+        config.save()
+        return cls(workdir, template, registration, connector, port,
+                   double_puppet_registration=double_puppet_registration_path(registration))
 
     @property
     def public_url(self) -> str:

@@ -79,9 +79,12 @@ class InboundPipeline:
         await index.upsert(self._index_row(parsed, message_id, portal, mail,
                                            answerable=placement.answerable))
 
+    def _own_sent_mail(self, address: str, mail: FetchedMail) -> bool:
+        return mail.folder == self.client.sent_folder and address_key(address) in self.client.own_addresses
+
     async def _check_sender(self, parsed: ParsedEmail, mail: FetchedMail) -> SenderCheck:
         """Own mail found in the Sent folder is the owner's; anything else is checked."""
-        if mail.folder == self.client.sent_folder and address_key(parsed.sender.addr) in self.client.own_addresses:
+        if self._own_sent_mail(parsed.sender.addr, mail):
             return SenderCheck(Authenticity.VERIFIED, "Sent folder")
         check = await self.client.authenticator.check(MailEvidence(
             raw=mail.raw, from_domain=parsed.sender.domain if parsed.sender.addr != UNKNOWN_SENDER.addr else "",
@@ -105,6 +108,9 @@ class InboundPipeline:
             portal=placement.portal,
             sender=ghost_id(sender),
             sender_info=user_info(sender, vouched=placement.vouched),
+            # Posted as the user's own Matrix account (double puppeting) only when authentic:
+            # their address, found in their own Sent folder; a forged From never qualifies.
+            from_self=self._own_sent_mail(sender.addr, mail),
             timestamp=timestamp,
             chat_info=placement.room.info,
             message_id=MessageID(message_id),
