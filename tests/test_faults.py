@@ -30,6 +30,7 @@ SUITE_SIZE = Size()
 IN_SUITE = [
     "inbound-kills",
     "attachment-kills",
+    "outbound-kills",
     "postgres-terminate",
     "oversized-attachment",
     "uidvalidity",

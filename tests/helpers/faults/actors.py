@@ -39,7 +39,7 @@ class KillLog:
 
     kills: int = 0
     restart_s: list[float] = field(default_factory=list)
-    at: list[float] = field(default_factory=list)  # time.monotonic() of each SIGKILL
+    at: list[float] = field(default_factory=list)  # time.monotonic() once each kill is done
     # run after each kill, while the bridge is down (e.g. to read what its database holds)
     after_kill: Callable[[], Awaitable[None]] | None = None
 
@@ -58,12 +58,12 @@ async def restart(bridge: BridgeProcess, log: KillLog) -> None:
 
 async def kill_now(bridge: BridgeProcess, log: KillLog | None = None) -> None:
     """SIGKILL the bridge; `log` (if given) counts the kill and notes its time."""
-    if log is not None:
-        log.at.append(time.monotonic())
-        log.kills += 1
     await asyncio.to_thread(bridge.kill)
-    if log is not None and log.after_kill is not None:
-        await log.after_kill()
+    if log is not None:
+        log.at.append(time.monotonic())  # once the process is dead: what it heard before, counts
+        log.kills += 1
+        if log.after_kill is not None:
+            await log.after_kill()
 
 
 async def kill_loop(bridge: BridgeProcess, rng: random.Random, kills: int, log: KillLog, *,
