@@ -117,3 +117,31 @@ def test_example_config_file_matches_the_code() -> None:
     """The top-level config.example.yaml is the composed example of the email connector."""
     shipped = (Path(__file__).parent.parent / "config.example.yaml").read_text()
     assert shipped == example_for(load_connector("email"))
+
+
+def test_options_added_since_the_config_was_written_take_the_example_value(
+    generated: tuple[Path, Path],
+) -> None:
+    """A config from an older version (no provisioning, metrics or encryption sections) starts
+    with the defaults of today's example, and says which options it took from there."""
+    config_path, _ = generated
+    data = YAML().load(config_path.read_text())
+    for section in ("provisioning", "metrics", "encryption"):
+        del data[section]
+    with config_path.open("w") as f:
+        YAML().dump(data, f)
+    config = load_config(config_path, load_connector(LOOPBACK))
+    assert config["provisioning.enabled"] is False
+    assert config["metrics.port"] == 29402
+    assert config["encryption.allow"] is True
+    assert {"provisioning", "metrics", "encryption"} <= set(config.defaulted)
+
+
+def test_where_and_who_the_bridge_is_are_never_defaulted(generated: tuple[Path, Path]) -> None:
+    config_path, _ = generated
+    data = YAML().load(config_path.read_text())
+    del data["appservice"]["hs_token"]
+    with config_path.open("w") as f:
+        YAML().dump(data, f)
+    with pytest.raises(ConfigError, match=r"appservice\.hs_token"):
+        load_config(config_path, load_connector(LOOPBACK))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+import copy
 from importlib import resources
 import io
 import logging
@@ -91,6 +92,15 @@ def _missing_keys(data: Any, base: Any, prefix: str = "") -> list[str]:
     return found
 
 
+# Where and who the bridge is: never taken from the example when missing.
+_OWN_SETTINGS = (
+    "homeserver.address", "homeserver.domain", "appservice.address", "appservice.hostname",
+    "appservice.port", "appservice.id", "appservice.bot_username", "appservice.as_token",
+    "appservice.hs_token", "appservice.username_template", "database.url", "bridge.connector",
+    "bridge.permissions", "bridge.secrets.key",
+)
+
+
 class Config(RecursiveDict[CommentedMap]):
     """The loaded config. `config["appservice.port"]` style access; saving keeps comments."""
 
@@ -99,6 +109,8 @@ class Config(RecursiveDict[CommentedMap]):
         self.path = path
         self.example = example
         self.unknown_keys = _unknown_keys(data, example)
+        # Options missing from the file that took the example's value (see validate).
+        self.defaulted: list[str] = []
 
     @classmethod
     def load(cls, path: Path, example_text: str) -> Config:
@@ -125,6 +137,9 @@ class Config(RecursiveDict[CommentedMap]):
     def report_unknown(self) -> None:
         for key in self.unknown_keys:
             log.warning("Unknown config option %s is ignored (typo? see config.example.yaml)", key)
+        if self.defaulted:
+            log.info("Options not in %s use their defaults from the example: %s",
+                     self.path, ", ".join(self.defaulted))
 
     def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
         value = self.get(key, None)
@@ -139,10 +154,19 @@ class Config(RecursiveDict[CommentedMap]):
         return value
 
     def validate(self, connector_name: str) -> None:
-        """Check every core option; the first problem raises ConfigError naming the key."""
+        """Check every core option; the first problem raises ConfigError naming the key.
+
+        An option the config file does not have takes the example's value (a config written by
+        an older version gains the options added since), except the ones that say where and who
+        the bridge is: those must be in the file.
+        """
         for key in _missing_keys(self._data, self.example):
-            if not key.startswith("network."):
+            if key.startswith("network."):
+                continue
+            if any(key == k or k.startswith(key + ".") for k in _OWN_SETTINGS):
                 raise ConfigError(key, "missing (see config.example.yaml)")
+            self[key] = copy.deepcopy(RecursiveDict(self.example, CommentedMap)[key])
+            self.defaulted.append(key)
         for key in ("homeserver.address", "homeserver.domain", "appservice.address",
                     "appservice.hostname", "appservice.id", "appservice.bot_username",
                     "appservice.as_token", "appservice.hs_token", "database.url",
