@@ -176,3 +176,31 @@ async def test_a_big_providers_address_gets_its_servers_and_its_hint(
     assert "Google hosts gmail.com" in found and "IMAP imap.gmail.com:993:tls" in found, found
     await user.send_text(room, "cancel")
     await wait_notice(user, room, discovering_bridge.bot_mxid, "Login cancelled")
+
+
+async def test_discovery_of_a_user_reaches_only_servers_that_user_may_name(
+    bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str, mail_stack: MailStack,
+    tmp_path: Path, zone: LoopbackDns, autoconfig_site: AutoconfigSite, matrix_user: MakeUser,
+    mailbox: tuple[str, str],
+) -> None:
+    """An autoconfig host inside the operator's network (here: a loopback address the operator
+    did not allow) is never fetched for a user who is not an admin; nothing is found instead."""
+    config = bridge_setups["email"].config_for(
+        tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
+        network={"ca_file": str(mail_stack.ca_file), "discovery.enabled": True,
+                 "discovery.nameserver": zone.nameserver, "discovery.timeout": 5,
+                 "allowed_private_servers": ["127.0.0.1"]})  # the mail servers, not the site
+    zone.set_zone(f"autoconfig.{mail_stack.domain}. 60 IN A {autoconfig_site.address}\n")
+    autoconfig_site.documents[AUTOCONFIG_PATH] = autoconfig_xml(
+        mail_stack.domain, ("localhost", mail_stack.imap_port, "STARTTLS"),
+        ("localhost", mail_stack.submission_port, "STARTTLS"))
+    autoconfig_site.requests.clear()
+    bridge = await start_bridge(config, connector_name="email")
+    try:
+        user = await matrix_user()
+        room = await answer_address_and_password(bridge, user, mailbox)
+        notice = (await wait_notice(user, room, bridge.bot_mxid, "No settings were found"))[-1]
+        assert f"for {mail_stack.domain}" in notice, notice
+        assert autoconfig_site.requests == []
+    finally:
+        await bridge.stop()

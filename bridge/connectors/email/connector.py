@@ -83,8 +83,9 @@ class EmailConnector(NetworkConnector):
     def oauth_provider(self, provider_id: str) -> OAuthProvider | None:
         return next((p for p in self.config.oauth_providers if p.id == provider_id), None)
 
-    async def discover(self, address: str) -> Discovered:
-        """Server settings found for `address` (only a known provider's when discovery is off)."""
+    async def discover(self, address: str, user_mxid: str) -> Discovered:
+        """Server settings found for `address` (only a known provider's when discovery is off);
+        the lookups of a user who is not an admin reach only the servers that user may name."""
         cfg = self.config
         configured = {p.id for p in cfg.oauth_providers}
         known = cfg.oauth_providers + tuple(p for p in PRESETS.values() if p.id not in configured)
@@ -95,8 +96,10 @@ class EmailConnector(NetworkConnector):
                               provider)
         if not cfg.discovery:
             return Discovered()
+        allowed = None if self.bridge.is_admin(user_mxid) else cfg.server_policy.address_allowed
         return await discover(address, DnsResolver(cfg.discovery_nameserver, cfg.discovery_timeout),
-                              known, ca_file=cfg.ca_file, timeout=cfg.discovery_timeout)
+                              known, ca_file=cfg.ca_file, timeout=cfg.discovery_timeout,
+                              allowed=allowed)
 
     def password_page_url(self, request: PasswordRequest) -> str | None:
         return self.bridge.public_url(f"{PAGE_PATH}?t={request.token}")

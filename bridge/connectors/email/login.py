@@ -116,7 +116,7 @@ class EmailLogin(LoginProcess):
                               or "")
         self.provider = self.connector.oauth_provider_for(mailbox.domain)
         if self.provider is None:
-            self.discovered = await self.connector.discover(self.address)
+            self.discovered = await self.connector.discover(self.address, self.user_mxid)
             hosting = self.discovered.provider
             self.provider = self.connector.oauth_provider(hosting.id) if hosting else None
         if self.provider is not None:

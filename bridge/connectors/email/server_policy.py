@@ -5,8 +5,9 @@ servers at public addresses, plus the hosts and networks the operator allows
 (`network.email.allowed_private_servers`). A server refused by this rule gets the same answer as
 one that cannot be reached, so the login flow cannot be used to map internal hosts and ports.
 
-Checked when the servers are entered (every address the name resolves to must be allowed). A name
-whose DNS answer changes later (rebinding) is not re-checked on each connection.
+Checked when the servers are entered (every address the name resolves to must be allowed), and
+for every address the discovery's HTTP requests would reach (autoconfig). A name whose DNS answer
+changes later (rebinding) is not re-checked on each connection.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .servers import ServerSpec
 UNREACHABLE = "the bridge cannot connect to this server"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,9 @@ class ServerPolicy:
         except (OSError, UnicodeError):
             return False  # unresolvable: answered like any unreachable server
         addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-        return bool(addresses) and all(self._address_allowed(a) for a in addresses)
+        return bool(addresses) and all(self.address_allowed(a) for a in addresses)
 
-    def _address_allowed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def address_allowed(self, address: IPAddress) -> bool:
         if any(address in net for net in self.networks):
             return True
         return address.is_global

@@ -23,7 +23,7 @@ import dns.exception
 from ..oauth.providers import OAuthProvider
 from ..servers import ServerSpec
 from .autoconfig import AutoconfigServers, parse_autoconfig
-from .resolver import DnsResolver
+from .resolver import AddressCheck, DnsResolver
 
 log = logging.getLogger("letterbox.email.discovery")
 
@@ -85,9 +85,10 @@ async def _fetch(http: aiohttp.ClientSession, url: str) -> bytes | None:
 
 
 async def _autoconfig(resolver: DnsResolver, domain: str, address: str, ca_file: str | None,
-                      timeout: float) -> tuple[AutoconfigServers, str] | None:
+                      timeout: float, allowed: AddressCheck | None
+                      ) -> tuple[AutoconfigServers, str] | None:
     ctx = ssl.create_default_context(cafile=ca_file)
-    connector = aiohttp.TCPConnector(resolver=resolver.for_http(), ssl=ctx)
+    connector = aiohttp.TCPConnector(resolver=resolver.for_http(allowed), ssl=ctx)
     urls = [f"{scheme}://{host}{path}"
             for host, path in ((f"autoconfig.{domain}",
                                 f"/mail/config-v1.1.xml?emailaddress={quote(address)}"),
@@ -104,8 +105,13 @@ async def _autoconfig(resolver: DnsResolver, domain: str, address: str, ca_file:
 
 
 async def discover(address: str, resolver: DnsResolver, providers: tuple[OAuthProvider, ...], *,
-                   ca_file: str | None, timeout: float) -> Discovered:
-    """Everything found about `address`'s domain within `timeout` seconds (maybe nothing)."""
+                   ca_file: str | None, timeout: float,
+                   allowed: AddressCheck | None = None) -> Discovered:
+    """Everything found about `address`'s domain within `timeout` seconds (maybe nothing).
+
+    `allowed` says which addresses the discovery's HTTP requests may reach (the server-host rule
+    of a user who is not an admin); what it finds is only offered, and checked again when tried.
+    """
     domain = address.rpartition("@")[2].lower()
 
     async def guarded(coro: Any) -> Any:
@@ -117,7 +123,7 @@ async def discover(address: str, resolver: DnsResolver, providers: tuple[OAuthPr
 
     tasks = [asyncio.ensure_future(guarded(c)) for c in (
         _mx_provider(resolver, domain, providers), _autoconfig(resolver, domain, address, ca_file,
-                                                               timeout), _srv(resolver, domain))]
+                                                               timeout, allowed), _srv(resolver, domain))]
     done, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
         task.cancel()

@@ -7,6 +7,8 @@ lookup never silently uses a different view of DNS than the SRV and MX queries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import ipaddress
 import socket
 from typing import Any
 
@@ -43,19 +45,27 @@ class DnsResolver:
                 continue
         return found
 
-    def for_http(self) -> AbstractResolver:
-        return _HttpResolver(self)
+    def for_http(self, allowed: AddressCheck | None = None) -> AbstractResolver:
+        """An aiohttp resolver through this one; with `allowed`, addresses it refuses are never
+        connected to (a host with none left fails like one that does not exist)."""
+        return _HttpResolver(self, allowed)
+
+
+AddressCheck = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], bool]
 
 
 class _HttpResolver(AbstractResolver):
-    def __init__(self, dns_resolver: DnsResolver) -> None:
+    def __init__(self, dns_resolver: DnsResolver, allowed: AddressCheck | None) -> None:
         self._dns = dns_resolver
+        self._allowed = allowed
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         addresses = await self._dns.addresses(host)
+        if self._allowed is not None:
+            addresses = [a for a in addresses if self._allowed(ipaddress.ip_address(a))]
         if not addresses:
-            raise OSError(f"{host} has no address")
+            raise OSError(f"{host} has no address the bridge may connect to")
         return [ResolveResult(hostname=host, host=a, port=port,
                               family=socket.AF_INET6 if ":" in a else socket.AF_INET,
                               proto=0, flags=socket.AI_NUMERICHOST) for a in addresses]
