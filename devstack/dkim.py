@@ -1,6 +1,6 @@
 """DKIM for the test rig: a signing key, mails signed with it, and a loopback DNS server
 (dnslib) that publishes its public key for any domain, so the bridge verifies signatures for
-real (its `authenticity.dns_resolver` points here)."""
+real (its `network.email.dns.nameserver` points here)."""
 
 from __future__ import annotations
 

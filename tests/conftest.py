@@ -229,5 +229,5 @@ def email_config(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url
         tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
         network={"ca_file": str(mail_stack.ca_file), "imap.poll_interval": 1,
                  "outbound.retry_schedule": [1, 2, 30],
-                 "authenticity.dns_resolver": dkim_rig.address, "authenticity.dns_timeout": 2},
+                 "dns.nameserver": dkim_rig.address, "authenticity.dns_timeout": 2},
     )

@@ -64,7 +64,7 @@ async def discovering_bridge(bridge_setups: dict[str, BridgeSetup], synapse: Syn
     config = bridge_setups["email"].config_for(
         tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
         network={"ca_file": str(mail_stack.ca_file), "imap.poll_interval": 1,
-                 "discovery.enabled": True, "discovery.nameserver": zone.nameserver,
+                 "discovery.enabled": True, "dns.nameserver": zone.nameserver,
                  "discovery.timeout": 5,
                  "oauth.providers": [rig_provider_by_mx(mail_stack)]})
     bridge = await start_bridge(config, connector_name="email")
@@ -188,7 +188,7 @@ async def test_discovery_of_a_user_reaches_only_servers_that_user_may_name(
     config = bridge_setups["email"].config_for(
         tmp_path.name, hs_url=synapse.hs_url, db_url=db_url,
         network={"ca_file": str(mail_stack.ca_file), "discovery.enabled": True,
-                 "discovery.nameserver": zone.nameserver, "discovery.timeout": 5,
+                 "dns.nameserver": zone.nameserver, "discovery.timeout": 5,
                  "allowed_private_servers": ["127.0.0.1"]})  # the mail servers, not the site
     zone.set_zone(f"autoconfig.{mail_stack.domain}. 60 IN A {autoconfig_site.address}\n")
     autoconfig_site.documents[AUTOCONFIG_PATH] = autoconfig_xml(

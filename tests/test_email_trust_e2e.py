@@ -61,7 +61,7 @@ async def bridge_with(
     async def start(**options: Any) -> Bridge:
         network = {"ca_file": str(mail_stack.ca_file), "imap.poll_interval": 1,
                    "outbound.retry_schedule": [1, 2, 30],
-                   "authenticity.dns_resolver": dkim_rig.address, "authenticity.dns_timeout": 2,
+                   "dns.nameserver": dkim_rig.address, "authenticity.dns_timeout": 2,
                    **options}
         config = bridge_setups["email"].config_for(tmp_path.name, hs_url=synapse.hs_url,
                                                    db_url=db_url, network=network)

@@ -8,6 +8,7 @@ from pathlib import Path
 from bridge.connectors.email.authenticity import Authenticity, SenderAuthenticator, TrustSettings
 from bridge.connectors.email.authenticity.check import MailEvidence
 from bridge.connectors.email.inbound.parse import parse_email_sync
+from bridge.connectors.email.nameserver import Nameserver
 from devstack.ports import free_port
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -22,7 +23,7 @@ def evidence(raw: bytes) -> MailEvidence:
 def checker(*trusted: str) -> SenderAuthenticator:
     # Nothing listens there: a check that needed DNS would come back "could not be looked up".
     settings = TrustSettings(trusted_authserv_ids={"*": list(trusted)}, verify_dkim=True,
-                             dns_resolver=f"127.0.0.1:{free_port()}", dns_timeout=1, quarantine=False)
+                             nameserver=Nameserver("127.0.0.1", free_port()), dns_timeout=1, quarantine=False)
     return SenderAuthenticator(settings, "me@example.net")
 
 
@@ -72,7 +73,7 @@ async def test_two_from_headers_fail() -> None:
 def test_trusted_ids_combine_all_logins_domain_and_address() -> None:
     settings = TrustSettings(trusted_authserv_ids={
         "*": ["mx.all.example"], "corp.example": ["MX.Corp.Example"], "ann@corp.example": ["ann.mx"],
-        "other.example": ["mx.other.example"]}, verify_dkim=True, dns_resolver=None, dns_timeout=5,
+        "other.example": ["mx.other.example"]}, verify_dkim=True, nameserver=None, dns_timeout=5,
         quarantine=False)
     assert settings.trusted_for("Ann@corp.example") == {"mx.all.example", "mx.corp.example", "ann.mx"}
 

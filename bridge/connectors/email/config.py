@@ -11,6 +11,7 @@ from ruamel.yaml import YAML
 
 from ...network import ConfigError
 from .authenticity import TrustSettings
+from .nameserver import Nameserver
 from .oauth.providers import OAuthProvider, parse_providers
 from .server_policy import ServerPolicy
 
@@ -46,7 +47,7 @@ class EmailConfig:
     oauth_providers: tuple[OAuthProvider, ...]
     discovery: bool
     discovery_timeout: float
-    discovery_nameserver: str | None
+    nameserver: Nameserver | None
     keep_sent_days: float
     server_policy: ServerPolicy
     max_people_per_mail: int
@@ -77,14 +78,15 @@ def _positive(section: dict[str, Any], path: str) -> float:
     return float(value)
 
 
-def _resolver(section: dict[str, Any]) -> str | None:
-    value = _get(section, "authenticity.dns_resolver", str)
+def _nameserver(section: dict[str, Any]) -> Nameserver | None:
+    value = _get(section, "dns.nameserver", str)
     if value is None:
         return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{SECTION}.authenticity.dns_resolver", "must be host:port, e.g. 127.0.0.1:53")
-    return str(value)
+    try:
+        return Nameserver.parse(value)
+    except ValueError:
+        raise ConfigError(f"{SECTION}.dns.nameserver",
+                          "must be host or host:port, e.g. 127.0.0.1:53") from None
 
 
 def _trust(section: dict[str, Any]) -> TrustSettings:
@@ -97,7 +99,7 @@ def _trust(section: dict[str, Any]) -> TrustSettings:
     return TrustSettings(
         trusted_authserv_ids={k: [v.strip() for v in vs] for k, vs in ids.items()},
         verify_dkim=bool(_get(section, "authenticity.verify_dkim", bool)),
-        dns_resolver=_resolver(section),
+        nameserver=_nameserver(section),
         dns_timeout=_positive(section, "authenticity.dns_timeout"),
         quarantine=bool(_get(section, "authenticity.quarantine", bool)),
     )
@@ -146,7 +148,7 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         oauth_providers=parse_providers(_get(section, "oauth.providers", list)),
         discovery=bool(_get(section, "discovery.enabled", bool)),
         discovery_timeout=_positive(section, "discovery.timeout"),
-        discovery_nameserver=_get(section, "discovery.nameserver", str) or None,
+        nameserver=_nameserver(section),
         keep_sent_days=keep_sent,
         server_policy=server_policy,
         max_people_per_mail=int(_positive(section, "limits.max_people_per_mail")),

@@ -97,7 +97,7 @@ class EmailConnector(NetworkConnector):
         if not cfg.discovery:
             return Discovered()
         allowed = None if self.bridge.is_admin(user_mxid) else cfg.server_policy.address_allowed
-        return await discover(address, DnsResolver(cfg.discovery_nameserver, cfg.discovery_timeout),
+        return await discover(address, DnsResolver(cfg.nameserver, cfg.discovery_timeout),
                               known, ca_file=cfg.ca_file, timeout=cfg.discovery_timeout,
                               allowed=allowed)
 

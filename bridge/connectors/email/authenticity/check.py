@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..nameserver import Nameserver
 from .auth_results import verdict_from_header
 from .dkim_check import Resolver, verify_dkim_async
 from .verdict import Authenticity, SenderCheck
@@ -16,7 +17,7 @@ class TrustSettings:
     # authserv-ids by login address, by domain, or "*" for every login
     trusted_authserv_ids: dict[str, list[str]]
     verify_dkim: bool
-    dns_resolver: str | None
+    nameserver: Nameserver | None
     dns_timeout: float
     quarantine: bool
 
@@ -47,7 +48,7 @@ class SenderAuthenticator:
     def __init__(self, settings: TrustSettings, login_address: str) -> None:
         self.settings = settings
         self.trusted = settings.trusted_for(login_address)
-        self.resolver = Resolver(settings.dns_resolver, settings.dns_timeout)
+        self.resolver = Resolver(settings.nameserver, settings.dns_timeout)
 
     async def check(self, mail: MailEvidence) -> SenderCheck:
         if mail.from_headers != 1 or not mail.from_domain:

@@ -1,7 +1,7 @@
 """Verifying DKIM signatures (RFC 6376) with dkimpy where no trusted server gave a verdict.
 
 The public keys are looked up in DNS through dnspython, at the resolver the operator configured
-(`authenticity.dns_resolver`), or the system's. Verification runs in a thread: dkimpy is blocking.
+(`dns.nameserver`), or the system's. Verification runs in a thread: dkimpy is blocking.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import dkim
 import dns.exception
 import dns.resolver
 
+from ..nameserver import Nameserver
 from .verdict import Authenticity, SenderCheck, aligned
 
 log = logging.getLogger("letterbox.email.authenticity")
@@ -30,17 +31,15 @@ TxtLookup = Callable[..., bytes | None]
 
 @dataclass(frozen=True, slots=True)
 class Resolver:
-    """Where DKIM keys are looked up: `host:port` of a DNS server, or None for the system's."""
+    """Where DKIM keys are looked up: the connector's DNS server, or None for the system's."""
 
-    address: str | None = None
+    nameserver: Nameserver | None = None
     timeout: float = 5.0
 
     def txt_lookup(self) -> TxtLookup:
-        resolver = dns.resolver.Resolver(configure=self.address is None)
-        if self.address is not None:
-            host, _, port = self.address.rpartition(":")
-            resolver.nameservers = [host.strip("[]")]
-            resolver.port = int(port)
+        resolver = dns.resolver.Resolver(configure=self.nameserver is None)
+        if self.nameserver is not None:
+            self.nameserver.configure(resolver)
 
         def lookup(name: bytes | str, timeout: float = self.timeout) -> bytes | None:
             qname = name.decode("ascii") if isinstance(name, bytes) else name

@@ -1,5 +1,5 @@
 """DNS lookups of the discovery, through dnspython: the system's resolver, or one the operator
-names (`network.email.discovery.nameserver`, e.g. a split-horizon resolver, or the test rig's).
+names (`network.email.dns.nameserver`, e.g. a split-horizon resolver, or the test rig's).
 
 The HTTP requests of the discovery resolve their host names here too (an aiohttp resolver), so a
 lookup never silently uses a different view of DNS than the SRV and MX queries.
@@ -17,15 +17,14 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from ..nameserver import Nameserver
+
 
 class DnsResolver:
-    def __init__(self, nameserver: str | None, timeout: float) -> None:
+    def __init__(self, nameserver: Nameserver | None, timeout: float) -> None:
         self._resolver = dns.asyncresolver.Resolver(configure=nameserver is None)
         if nameserver is not None:
-            host, _, port = nameserver.rpartition(":") if nameserver.count(":") == 1 else (
-                nameserver, "", "")
-            self._resolver.nameservers = [host]
-            self._resolver.port = int(port) if port else 53
+            nameserver.configure(self._resolver)
         self._resolver.lifetime = timeout
 
     async def records(self, name: str, kind: str) -> list[Any]:
