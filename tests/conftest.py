@@ -231,3 +231,11 @@ def email_config(bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url
                  "outbound.retry_schedule": [1, 2, 30],
                  "dns.nameserver": dkim_rig.address, "authenticity.dns_timeout": 2},
     )
+
+
+@pytest.fixture
+async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
+    """A running email bridge on `email_config` (stopped after the test)."""
+    bridge = await start_bridge(email_config, connector_name="email")
+    yield bridge
+    await bridge.stop()

@@ -3,9 +3,8 @@ Dovecot and Synapse; the test rig lowers Synapse's `max_upload_size`, see `TEST_
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 import os
-from pathlib import Path
 
 import pytest
 
@@ -13,18 +12,10 @@ from bridge.core.bridge import Bridge
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import by_body, logged_in, mail
-from tests.helpers.harness import start_bridge
 
 pytestmark = pytest.mark.servers
 
 MakeUser = Callable[..., Awaitable[MatrixTestClient]]
-
-
-@pytest.fixture
-async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
-    bridge = await start_bridge(email_config, connector_name="email")
-    yield bridge
-    await bridge.stop()
 
 
 async def test_file_over_the_upload_limit_becomes_a_notice_and_later_mail_arrives(

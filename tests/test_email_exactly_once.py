@@ -4,7 +4,7 @@ the crash itself is played by raising from the step after which the process woul
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 import time
 from typing import Any
@@ -39,13 +39,6 @@ MakeUser = Callable[..., Awaitable[MatrixTestClient]]
 
 class SimulatedCrash(Exception):
     """The process dies here."""
-
-
-@pytest.fixture
-async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
-    bridge = await start_bridge(email_config, connector_name="email")
-    yield bridge
-    await bridge.stop()
 
 
 def email_client(bridge: Bridge, user: MatrixTestClient) -> EmailClient:

@@ -4,8 +4,7 @@ belonged to the login, its unsent mail included (real Synapse, Dovecot and Postf
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 import time
 import uuid
 
@@ -16,20 +15,12 @@ from devstack.bot_flows import wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import logged_in, mails_in, wait_for_mail
-from tests.helpers.harness import start_bridge
 from tests.test_email_outbound_e2e import for_event, start_chat, wait_status
 
 pytestmark = pytest.mark.servers
 
 MakeUser = Callable[..., Awaitable[MatrixTestClient]]
 TABLES = ("email_outbox", "email_mail", "email_folder_checkpoint", "email_portal_person")
-
-
-@pytest.fixture
-async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
-    bridge = await start_bridge(email_config, connector_name="email")
-    yield bridge
-    await bridge.stop()
 
 
 @pytest.fixture

@@ -46,13 +46,6 @@ SEND_STATUS = "com.beeper.message_send_status"
 
 
 @pytest.fixture
-async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
-    bridge = await start_bridge(email_config, connector_name="email")
-    yield bridge
-    await bridge.stop()
-
-
-@pytest.fixture
 async def email_bridge_with(
     bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str, mail_stack: MailStack,
     tmp_path: Path,

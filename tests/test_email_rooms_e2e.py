@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 import uuid
 
 import pytest
@@ -12,19 +11,11 @@ from bridge.core.bridge import Bridge
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import logged_in
-from tests.helpers.harness import start_bridge
 from tests.test_email_outbound_e2e import start_chat
 
 pytestmark = pytest.mark.servers
 
 MakeUser = Callable[..., Awaitable[MatrixTestClient]]
-
-
-@pytest.fixture
-async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
-    bridge = await start_bridge(email_config, connector_name="email")
-    yield bridge
-    await bridge.stop()
 
 
 async def test_direct_chat_has_the_address_as_topic_and_a_readable_channel_name(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 import uuid
 
@@ -14,19 +13,11 @@ from devstack.bot_flows import wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import MailStack
 from tests.helpers.email_e2e import logged_in, wait_for_mail
-from tests.helpers.harness import start_bridge
 from tests.test_email_outbound_e2e import for_event, start_chat
 
 pytestmark = pytest.mark.servers
 
 MakeUser = Callable[..., Awaitable[MatrixTestClient]]
-
-
-@pytest.fixture
-async def email_bridge(email_config: Path) -> AsyncIterator[Bridge]:
-    bridge = await start_bridge(email_config, connector_name="email")
-    yield bridge
-    await bridge.stop()
 
 
 @pytest.fixture
