@@ -23,7 +23,13 @@ from devstack.errors import MissingBinaryError
 from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
-from tests.helpers.harness import LOOPBACK, LOOPBACK_APPSERVICE, BridgeSetup, start_bridge
+from tests.helpers.harness import (
+    LOOPBACK,
+    LOOPBACK_APPSERVICE,
+    BridgeSetup,
+    start_bridge,
+    stop_leftover_bridges,
+)
 
 # Property tests explore a fixed sequence of examples: a CI run is reproducible, and a failure
 # found once is found again (the example database is off so nothing depends on local state).
@@ -51,6 +57,14 @@ def _installed() -> Iterator[None]:
         yield
     except MissingBinaryError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+async def _no_bridge_outlives_its_test() -> AsyncIterator[None]:
+    """A test that fails before it stops its bridge would leave the session's appservice port
+    taken, and every later bridge test would fail to start: stop what is still running."""
+    yield
+    await stop_leftover_bridges()
 
 
 @pytest.fixture(autouse=True)

@@ -177,6 +177,7 @@ class Bridge:
         self._metrics_runner: web.AppRunner | None = None
         self.metrics = Metrics()
         self.started = False
+        self._stopped = False
         self.creators_listed_in_power_levels = True
         self._tasks: set[asyncio.Task[Any]] = set()
         from .matrix_handler import MatrixHandler  # late: it needs the Bridge type only
@@ -346,6 +347,10 @@ class Bridge:
         self.creators_listed_in_power_levels = not (version.isdigit() and int(version) >= 12)
 
     async def stop(self) -> None:
+        """Shut down; a second call (a signal handler and a `finally`) does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.started = False
         await self.processor.stop()
         for login in list(self.logins.values()):

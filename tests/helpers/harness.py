@@ -99,6 +99,12 @@ def _load_raw(path: Path, connector: str) -> Config:
     return Config.load(path, example_for(load_connector(connector)))
 
 
+#: Bridges started by this test and not yet handed to `stop_leftover_bridges`: a test that fails
+#: between starting a bridge and stopping it must not leave the appservice port taken for every
+#: test after it.
+_RUNNING: list[Bridge] = []
+
+
 async def start_bridge(config_path: Path, connector: NetworkConnector | None = None,
                        connector_name: str = LOOPBACK) -> Bridge:
     connector = connector or load_connector(connector_name)
@@ -110,4 +116,11 @@ async def start_bridge(config_path: Path, connector: NetworkConnector | None = N
         # Release what did start (an open SQLite connection thread keeps pytest from exiting).
         await bridge.stop()
         raise
+    _RUNNING.append(bridge)
     return bridge
+
+
+async def stop_leftover_bridges() -> None:
+    """Stop every bridge a test started (`Bridge.stop` does nothing for one already stopped)."""
+    while _RUNNING:
+        await _RUNNING.pop().stop()
