@@ -30,11 +30,12 @@ class Api:
         self.base = base
         self.session = session
 
-    async def call(self, method: str, path: str, user_id: str, body: Any = None,
+    async def call(self, method: str, path: str, user_id: str | None, body: Any = None,
                    secret: str = SECRET, **query: str) -> tuple[int, dict[str, Any]]:
+        params = {"user_id": user_id, **query} if user_id else query
         async with self.session.request(
             method, f"{self.base}/_matrix/provision/v3{path}", json=body,
-            params={"user_id": user_id, **query}, headers={"Authorization": f"Bearer {secret}"},
+            params=params, headers={"Authorization": f"Bearer {secret}"},
         ) as resp:
             return resp.status, await resp.json()
 
@@ -82,6 +83,41 @@ async def test_requests_need_the_secret_and_a_permitted_user(
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     status, body = await api.call("GET", "/whoami", user.user_id)
     assert status == 200 and body["network"]["id"] == "loopback" and body["logins"] == []
+
+
+async def openid_token(user: MatrixTestClient) -> str:
+    """What a web page signed in as `user` gets from the homeserver to show the bridge."""
+    body = await user.request("POST", f"/user/{user.user_id}/openid/request_token", {})
+    return str(body["access_token"])
+
+
+async def test_an_openid_token_acts_for_its_own_user(
+    provisioned: tuple[Bridge, Api], matrix_user: MakeUser
+) -> None:
+    _, api = provisioned
+    user = await matrix_user()
+    status, body = await api.call("GET", "/whoami", None, secret="openid:" + await openid_token(user))
+    assert status == 200 and body["logins"] == [] and body["management_room"] is None
+
+
+async def test_an_openid_token_cannot_act_for_another_user(
+    provisioned: tuple[Bridge, Api], matrix_user: MakeUser
+) -> None:
+    _, api = provisioned
+    user, other = await matrix_user(), await matrix_user()
+    status, body = await api.call("GET", "/whoami", other.user_id,
+                                  secret="openid:" + await openid_token(user))
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+
+
+async def test_an_unknown_openid_token_is_refused(
+    provisioned: tuple[Bridge, Api], matrix_user: MakeUser
+) -> None:
+    _, api = provisioned
+    user = await matrix_user()
+    status, body = await api.call("GET", "/whoami", user.user_id, secret="openid:forged-token")
+    assert (status, body["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    assert "does not know this OpenID token" in body["error"]
 
 
 async def test_login_flow_through_the_api_and_the_login_listed(

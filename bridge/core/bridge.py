@@ -195,6 +195,12 @@ class Bridge:
         return self._bot
 
     @property
+    def http(self) -> ClientSession:
+        """The bridge's HTTP client session (homeserver requests, trusting `homeserver.ca_file`)."""
+        assert self._session is not None, "bridge not started"
+        return self._session
+
+    @property
     def connector_db(self) -> Database:
         return self._connector_db
 

@@ -1,9 +1,12 @@
 """The provisioning API (`/_matrix/provision/v3`, the shape of mautrix bridgev2) on its own
 listener: what the bot's commands do, for a web page or an integration manager.
 
-Every request names the Matrix user it acts for (`?user_id=`) and carries the shared secret
-(`Authorization: Bearer <provisioning.shared_secret>`, compared in constant time); the user's
-permission level is checked as for commands.
+A request is made for one Matrix user, authenticated in one of two ways: the shared secret
+(`Authorization: Bearer <provisioning.shared_secret>`, compared in constant time) with the user
+named by `?user_id=` (an integration the operator trusts), or a Matrix OpenID token of the user
+(`Authorization: Bearer openid:<token>`, checked with the homeserver, see `openid.py`), so a web
+page can act for the user who is signed in to it. The user's permission level is checked as for
+commands.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..network import ConnectorError, LoginFailed, LoginProcess, LoginStep, LoginStepKind
+from .openid import PREFIX as OPENID_PREFIX
+from .openid import OpenIDRejected, openid_user
 from .permissions import Level
 from .user import User
 from .user_login import STATE_TEXT
@@ -30,6 +35,8 @@ log = logging.getLogger("letterbox.provisioning")
 PREFIX = "/_matrix/provision/v3"
 FLOW_ID = "default"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The Matrix user a request acts for, once authenticated.
+ACTING_USER = web.RequestKey("acting_user", str)
 
 
 def _error(status: int, errcode: str, message: str) -> web.Response:
@@ -62,11 +69,23 @@ class Provisioning:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), self._secret):
+        token = token.strip()
+        named = request.query.get("user_id", "")
+        if scheme == "Bearer" and token.startswith(OPENID_PREFIX):
+            try:
+                mxid = await openid_user(self.bridge.http, self.bridge.config["homeserver.address"],
+                                         self.bridge.domain, token.removeprefix(OPENID_PREFIX))
+            except OpenIDRejected as e:
+                return _error(401, "M_UNKNOWN_TOKEN", e.reason)
+            if named and named != mxid:
+                return _error(403, "M_FORBIDDEN", "The OpenID token belongs to another user")
+        elif scheme != "Bearer" or not hmac.compare_digest(token.encode(), self._secret):
             return _error(401, "M_UNKNOWN_TOKEN", "Missing or wrong shared secret")
-        mxid = request.query.get("user_id", "")
-        if not mxid.startswith("@") or ":" not in mxid:
-            return _error(400, "M_BAD_JSON", "The user_id query parameter must be a Matrix user ID")
+        else:
+            mxid = named
+            if not mxid.startswith("@") or ":" not in mxid:
+                return _error(400, "M_BAD_JSON", "The user_id query parameter must be a Matrix user ID")
+        request[ACTING_USER] = mxid
         user = await self.bridge.get_user(mxid)
         if user.level < Level.USER:
             return _error(403, "M_FORBIDDEN", "That user may not use this bridge")
@@ -77,7 +96,7 @@ class Provisioning:
 
     async def _user(self, request: web.Request) -> User:
         """The user the request acts for (checked by the middleware)."""
-        return await self.bridge.get_user(request.query["user_id"])
+        return await self.bridge.get_user(request[ACTING_USER])
 
     # ---------------------------------------------------------------- reading
     def _flows(self) -> list[dict[str, str]]:
