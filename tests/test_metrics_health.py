@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 import shutil
+import time
+import uuid
 
 import aiohttp
 import pytest
@@ -16,6 +19,8 @@ from bridge.core.config import Config
 from devstack.bot_flows import management_room, wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.ports import free_port
+from devstack.stack import MailStack
+from tests.helpers.email_e2e import by_body, logged_in, mail, wait_for_mail, with_subject
 from tests.helpers.harness import LOOPBACK, start_bridge
 from tests.test_core_e2e import log_in
 
@@ -77,3 +82,42 @@ async def test_metrics_count_events_and_logins_by_state(
     assert sample(text, 'letterbox_logins{state="CONNECTED"}') == 1
     assert sample(text, 'letterbox_logins{state="BAD_CREDENTIALS"}') == 0
     assert (sample(text, 'letterbox_remote_event_seconds_count{type="RemoteMessage"}')) == 1
+
+
+async def wait_for_samples(url: str, wanted: dict[str, float], timeout: float = 20.0) -> str:
+    """Scrape until every sample has its value (the metrics are read from the bridge's state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, text = await get(url)
+        if status == 200 and all(sample(text, k) == v for k, v in wanted.items()):
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{wanted} not reached; last scrape:\n{text}")
+        await asyncio.sleep(0.2)
+
+
+async def test_email_outbox_depth_is_exported_by_state(
+    email_config: Path, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+) -> None:
+    config = Config.load(email_config, example_for(load_connector("email")))
+    port = free_port()
+    config["metrics.enabled"] = True
+    config["metrics.port"] = port
+    config.save()
+    bridge = await start_bridge(email_config, connector_name="email")
+    me, user = mailbox[0], await matrix_user()
+    friend = mail_stack.add_user(f"f{uuid.uuid4().hex[:10]}", "friend-pass")
+    await logged_in(bridge, user, mail_stack, mailbox)
+    mail_stack.deliver(mail(friend, [me], "Depth", "count me").as_bytes(), [me], friend)
+    dm = await user.wait_for_room_invite(timeout=20)
+    await user.join(dm)
+    await user.wait_for_event(dm, by_body("count me"))
+    await user.send_text(dm, "an answer")
+    await wait_for_mail(mail_stack, friend, with_subject("Re: Depth"))
+    text = await wait_for_samples(f"http://127.0.0.1:{port}/metrics", {
+        'letterbox_email_outbox_mails{state="sent"}': 1,
+        'letterbox_email_sent_copies_pending': 0,
+    })
+    for state in ("queued", "sending", "failed"):
+        assert sample(text, f'letterbox_email_outbox_mails{{state="{state}"}}') == 0
+    await bridge.stop()

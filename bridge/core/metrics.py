@@ -1,8 +1,8 @@
 """Prometheus metrics and liveness/readiness on a listener of their own (`metrics.*` config).
 
 `/metrics` (prometheus-client's text format), `/health/live` (the process answers) and
-`/health/ready` (started, and the database answers). Gauges of state (logins by state, portals)
-are read from the bridge when scraped.
+`/health/ready` (started, and the database answers). Gauges of state (logins by state, portals,
+and the connector's own `GaugeReading`s) are read from the bridge when scraped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
-from ..network import LoginState
+from ..network import GaugeReading, LoginState
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -41,6 +41,19 @@ class Metrics:
         self.logins = Gauge("letterbox_logins", "Logins by state", ["state"],
                             registry=self.registry)
         self.portals = Gauge("letterbox_portals", "Portals in memory", registry=self.registry)
+        self._network: dict[str, Gauge] = {}
+
+    def set_network_gauges(self, network: str, readings: list[GaugeReading]) -> None:
+        """Replace the connector's gauges with this scrape's readings (label sets that are gone
+        disappear)."""
+        for gauge in self._network.values():
+            gauge.clear()
+        for r in readings:
+            name = f"letterbox_{network}_{r.name}"
+            if name not in self._network:
+                self._network[name] = Gauge(name, r.help, sorted(r.labels), registry=self.registry)
+            gauge = self._network[name]
+            (gauge.labels(**r.labels) if r.labels else gauge).set(r.value)
 
     def observe_matrix(self, event_type: str, started: float) -> None:
         self.matrix_events.labels(event_type).inc()
@@ -70,6 +83,8 @@ class MetricsServer:
         for state, count in counts.items():
             self.metrics.logins.labels(state.value).set(count)
         self.metrics.portals.set(len(self.bridge.portals))
+        self.metrics.set_network_gauges(self.bridge.connector.name,
+                                        await self.bridge.connector.gauges())
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -47,6 +47,7 @@ from .matrix import (
     MatrixRedaction,
     PortalRef,
 )
+from .metrics import GaugeReading
 from .state import LoginState, LoginStateEvent
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "ConnectorError",
     "DisplayNameHandler",
     "EditHandler",
+    "GaugeReading",
     "LoginAPI",
     "LoginFailed",
     "LoginField",

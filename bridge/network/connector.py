@@ -11,6 +11,7 @@ from .events import RemoteEvent
 from .ids import MessageID, PortalID, UserLoginID
 from .login import LoginProcess
 from .matrix import MatrixMessage, PortalRef
+from .metrics import GaugeReading
 from .state import LoginStateEvent
 
 if TYPE_CHECKING:
@@ -145,6 +146,10 @@ class NetworkConnector(ABC):
     ) -> None:
         """Retention: delete rows of logins that no longer exist (`live_logins` says which do)
         and data past its retention period."""
+
+    async def gauges(self) -> list[GaugeReading]:
+        """This network's figures for the metrics listener (queue depths and the like)."""
+        return []
 
     def cli_commands(self) -> dict[str, Callable[[list[str]], int]]:
         """Extra `python -m bridge <command>` entry points offered by this connector."""

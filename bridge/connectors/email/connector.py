@@ -10,6 +10,7 @@ from mautrix.util.async_db import UpgradeTable
 
 from ...network import (
     BridgeAPI,
+    GaugeReading,
     LoginAPI,
     LoginProcess,
     NetworkClient,
@@ -18,7 +19,8 @@ from ...network import (
 )
 from .client import EmailClient
 from .config import EmailConfig, example_config, parse_config
-from .db import LoginDataTable, upgrade_table
+from .db import LoginDataTable, OutboxTable, upgrade_table
+from .db.outbox import OutboxState
 from .discovery import Discovered, DnsResolver, discover
 from .inbound.limits import ParseLimits
 from .inbound.pool import close_default_pool
@@ -131,6 +133,17 @@ class EmailConnector(NetworkConnector):
         if orphans or finished:
             log.info("Retention: deleted %d rows of logged-out logins and %d sent or failed mails",
                      orphans, finished)
+
+    async def gauges(self) -> list[GaugeReading]:
+        depth = await OutboxTable(self.bridge.connector_db).depth()
+        readings = [GaugeReading("outbox_mails", "Outgoing mails kept, by state", float(sum(
+            n for (state, _), n in depth.items() if state == s.value)), {"state": s.value})
+            for s in OutboxState]
+        readings.append(GaugeReading("sent_copies_pending", "Sent mails whose copy in the Sent "
+                                     "folder is still owed", float(sum(
+                                         n for (state, owed), n in depth.items()
+                                         if owed and state == OutboxState.SENT.value))))
+        return readings
 
     def cli_commands(self) -> dict[str, Callable[[list[str]], int]]:
         return {"preview": _preview_command}

@@ -133,3 +133,8 @@ class OutboxTable:
         )
         return OutboxRow.from_record(row) if row else None
 
+    async def depth(self) -> dict[tuple[str, bool], int]:
+        """Mails kept, over all logins, by (state, Sent-folder copy still owed)."""
+        rows = await self.db.fetch(
+            "SELECT state, copy_pending, COUNT(*) AS n FROM email_outbox GROUP BY state, copy_pending")
+        return {(r["state"], bool(r["copy_pending"])): int(r["n"]) for r in rows}
