@@ -11,6 +11,13 @@ RUN useradd --system --home /data letterbox && mkdir -p /data && chown letterbox
 USER letterbox
 WORKDIR /data
 VOLUME /data
+# Inside a container the homeserver reaches the bridge over the container network: listen on all
+# addresses (the config file's appservice.hostname is overridden). The health check asks the
+# metrics listener, which stays on the container's loopback.
+ENV LETTERBOX_APPSERVICE__HOSTNAME=0.0.0.0 \
+    LETTERBOX_METRICS__ENABLED=true
 EXPOSE 29400
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s \
+    CMD ["python", "-m", "bridge", "--health", "-c", "/data/config.yaml"]
 # Generate once: docker run -v $PWD/data:/data IMAGE python -m bridge -g -c config.yaml -r registration.yaml
 CMD ["python", "-m", "bridge", "-c", "/data/config.yaml"]

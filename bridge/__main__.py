@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connector", default=None, help="connector for a new config (default: email)")
     p.add_argument("--print-example-config", action="store_true",
                    help="print the full example config and exit")
+    p.add_argument("--health", action="store_true",
+                   help="exit 0 if the bridge running with this config is ready, else 1 (for "
+                        "container health checks; needs metrics.enabled)")
     return p
 
 
@@ -159,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
+    if args.health:
+        from .core.health_probe import probe
+
+        ready, line = probe(config)
+        print(line, file=sys.stdout if ready else sys.stderr)
+        return 0 if ready else 1
     setup_logging(str(config["logging.level"]), config["logging.file"])
     config.report_unknown()
     try:
