@@ -369,6 +369,14 @@ async def test_deferred_mail_is_retried_and_refused_mail_is_reported(
     assert "550" in notice, notice
 
 
+async def sent_after(user: MatrixTestClient, room: str, mail_stack: MailStack, to: str,
+                     text: str) -> None:
+    """Send `text` in `room` and wait until it reached `to`: the outbox sends a room's mail in
+    order, so a copy of an earlier mail that was still to go out would have gone before it."""
+    marker = await user.send_text(room, text)
+    await wait_for_mail(mail_stack, to, for_event(marker), timeout=30)
+
+
 async def test_outbox_survives_a_killed_bridge(
     email_config: Path, matrix_user: MakeUser, blocks: MailStack, mailbox: tuple[str, str],
     people: People, tmp_path: Path,
@@ -401,7 +409,7 @@ async def test_outbox_survives_a_killed_bridge(
         got = await wait_for_mail(mail_stack, bob, for_event(queued), timeout=30)
         assert got.message["Subject"] == "Survivor"
         await wait_status(user, room, queued, "SUCCESS", timeout=30)
-        await asyncio.sleep(0.5)
+        await sent_after(user, room, mail_stack, bob, "first marker")
         assert len([m for m in await mails_in(mail_stack, bob) if for_event(queued)(m)]) == 1
 
         bridge.stop()
@@ -411,7 +419,7 @@ async def test_outbox_survives_a_killed_bridge(
         ping = mail(bob, [me], "After the restart", "are you back?")
         mail_stack.deliver(ping.as_bytes(), [me], bob)
         await user.wait_for_event(room, by_body("are you back?"), timeout=30)
-        await asyncio.sleep(0.5)
+        await sent_after(user, room, mail_stack, bob, "second marker")
         assert len([m for m in await mails_in(mail_stack, bob) if for_event(queued)(m)]) == 1
     finally:
         bridge.kill()
