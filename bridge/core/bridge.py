@@ -358,19 +358,23 @@ class Bridge:
             return
         self._stopped = True
         self.started = False
-        await self.processor.stop()
-        for login in list(self.logins.values()):
-            if login.client:
-                try:
-                    await login.client.disconnect()
-                except Exception:
-                    log.exception("Error disconnecting %s", login.id)
-        for portal in self.portals.values():
-            await portal.stop()
-        await self.connector.stop()
-        if self.encryption is not None:
-            await self.encryption.stop()
-        await self._release()
+        try:
+            await self.processor.stop()
+            for login in list(self.logins.values()):
+                if login.client:
+                    try:
+                        await login.client.disconnect()
+                    except Exception:
+                        log.exception("Error disconnecting %s", login.id)
+            for portal in self.portals.values():
+                await portal.stop()
+            await self.connector.stop()
+            if self.encryption is not None:
+                await self.encryption.stop()
+        finally:
+            # Whatever failed above, the listeners, the HTTP session and the database are let go
+            # (a port left bound would stop the next start).
+            await self._release()
 
     async def _release(self) -> None:
         for task in list(self._tasks):
