@@ -1,6 +1,7 @@
 """Inbound latency: one mail at a time, SMTP send -> event visible to the Matrix client.
 
-Run: `.venv/bin/python -m bench.inbound_latency [-n 30] [--postgres] [--watch messages] [--encrypted]`.
+Run: `.venv/bin/python -m bench.inbound_latency [-n 30] [--postgres] [--watch messages] [--encrypted]
+[--quick] [--json-out PATH]`.
 `--encrypted` runs the bridge a second time with encrypted portals (the user has an E2EE device,
 matrix-nio, the room keys are shared with) and prints the ratio of the bridge's own share of the
 latency (delivery -> event stored by the homeserver, from in-process time stamps) to the plain run.
@@ -29,6 +30,7 @@ from .imap_baseline import idle_latencies, poll_latencies
 from .mails import bench_mail, deliver_timed, marker
 from .mails import marker_of as mail_marker
 from .observe import RoomWatcher
+from .output import output_arguments, write_figures
 from .probe import StageProbe
 from .stats import Summary, header, ratio
 
@@ -37,7 +39,8 @@ TARGET_S = 2.0
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.inbound_latency", description=__doc__)
-    p.add_argument("-n", type=int, default=30, help="mails per measurement (default 30)")
+    p.add_argument("-n", type=int, default=None,
+                   help="mails per measurement (default 30, 8 with --quick)")
     p.add_argument("--gap", type=float, default=0.7,
                    help="pause after a mail was seen before sending the next (s, default 0.7; "
                         "below 0.5 Dovecot's IDLE timer, still running from its previous push, "
@@ -48,7 +51,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, metavar="N", default=0,
                    help="cProfile the bridge phase and print the top N functions")
     common_arguments(p)
-    return p.parse_args(argv)
+    output_arguments(p)
+    args = p.parse_args(argv)
+    if args.n is None:
+        args.n = 8 if args.quick else 30
+    return args
 
 
 def _arrival_order(kind: str) -> Callable[[Event], str | None]:
@@ -176,6 +183,13 @@ async def run(args: argparse.Namespace) -> None:
     if encrypted is not None:
         _print_encrypted(bridge, stages, *encrypted)
     print(f"  total run time {total:.0f} s")
+    write_figures(args.json_out, {
+        "inbound_latency_ratio": round(b.median / i.median, 3) if i.median > 0 else None,
+        "inbound_latency_ratio_note": f"median of {args.n} mails, SMTP send -> event at the "
+                                      f"Matrix client, over a plain IMAP IDLE client's median",
+        "inbound_latency_median_ms": round(b.median * 1000, 1),
+        "inbound_latency_idle_median_ms": round(i.median * 1000, 1),
+    })
     if prof:
         print()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
