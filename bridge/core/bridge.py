@@ -16,6 +16,7 @@ from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import (
     JSON,
+    ContentURI,
     EventType,
     PowerLevelStateEventContent,
     RoomCreatePreset,
@@ -58,6 +59,7 @@ from ..network import (
 )
 from ..network.errors import ConfigError
 from .appservice_api import BridgeAppServiceAPI
+from .avatar import bot_avatar
 from .config import Config
 from .encrypted_events import EncryptedEventGate
 from .encryption import CryptoExtras, Encryption, EncryptionUnavailable
@@ -178,6 +180,8 @@ class Bridge:
         self.metrics = Metrics()
         self.started = False
         self._stopped = False
+        #: The bot's avatar (`appservice.bot_avatar`), also the spaces'; None for none.
+        self.avatar: ContentURI | None = None
         self.creators_listed_in_power_levels = True
         self._tasks: set[asyncio.Task[Any]] = set()
         from .matrix_handler import MatrixHandler  # late: it needs the Bridge type only
@@ -347,6 +351,9 @@ class Bridge:
         probe = self.az.intent(self.ghosts.mxid("letterbox-namespace-check"))
         await check_homeserver(self.config, self.bot, probe, lambda: self.intake.refused)
         await self.bot.set_displayname(self.config.get("appservice.bot_displayname", "Letterbox"))
+        self.avatar = await bot_avatar(self.bot, str(self.config["appservice.bot_avatar"] or ""))
+        if self.avatar is not None:
+            await self.bot.set_avatar_url(self.avatar)  # checks the current one first
         caps = await self.bot.api.request(Method.GET, Path.v3.capabilities)
         version = str(caps.get("capabilities", {}).get("m.room_versions", {}).get("default", "10"))
         # From room version 12 on, creators hold power implicitly and may not be listed.
@@ -677,6 +684,8 @@ class Bridge:
             preset=RoomCreatePreset.PRIVATE,
             creation_content={"type": "m.space"},
             power_level_override={"events_default": 100},
+            initial_state=[{"type": "m.room.avatar", "state_key": "", "content": {"url": self.avatar}}]
+            if self.avatar else None,
         )
         login.row.space_room = room_id
         await self.logins_table.update(login.row)
