@@ -10,13 +10,18 @@ from ..addresses import Mailbox
 
 @dataclass(slots=True)
 class Attachment:
-    """A file carried by the mail; `data` is the decoded content, `filename` is always set."""
+    """A file carried by the mail; `data` is the decoded content, `filename` is always set.
+
+    `path`: inside the parser worker, a big attachment's content is in this file instead of in
+    `data` (the pool reads it back and removes it before the result leaves the pool).
+    """
 
     filename: str
     mimetype: str
     data: bytes
     content_id: str | None = None
     inline: bool = False
+    path: str | None = None
 
 
 @dataclass(slots=True)

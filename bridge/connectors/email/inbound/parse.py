@@ -4,9 +4,12 @@
 `parse_email_sync`. The sync function also checks the time budget itself, so a caller that runs it
 in-process still gets a bounded parse for everything but a hung C call.
 
-The stdlib `BytesParser` splits the MIME tree. It runs with `policy.compat32`: with
-`policy.default` the structured Content-Type parsing loses real-world unquoted boundaries that
-contain `=` (Outlook Express: `boundary=----=_NextPart_…`), so such a multipart is never split.
+The stdlib's feed parser splits the MIME tree, fed in pieces (never the whole mail as one
+string); big bodies are kept out of it and decoded from the raw mail (`bigbodies.py`), a big
+attachment straight into a file when the caller gives a directory (the parser worker does). It
+runs with `policy.compat32`: with `policy.default` the structured Content-Type parsing loses
+real-world unquoted boundaries that contain `=` (Outlook Express: `boundary=----=_NextPart_…`),
+so such a multipart is never split.
 Nothing else from the stdlib's header parsing is used: header values are read raw and decoded
 here (`headers.py`, `filenames.py`), leniently and with charset repair.
 """
@@ -15,14 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from email import policy
+from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.parser import BytesParser
 import logging
+import os
+from pathlib import Path
 import re
+import tempfile
 import time
 from typing import Any
 
 from ..addresses import Mailbox
+from .bigbodies import BIG_BODY_BYTES, BigBodies
 from .charset import decode_bytes
 from .filenames import fallback_filename, part_filename
 from .flowed import unflow
@@ -128,8 +136,10 @@ def _param(part: Message, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _part_text(part: Message) -> str:
-    text = decode_bytes(decoded_payload(part), _param(part, "charset"))
+def _part_text(part: Message, bodies: BigBodies) -> str:
+    data = bodies.decoded(part) if bodies.owns(part) else decoded_payload(part)
+    text = decode_bytes(data, _param(part, "charset"))
+    del data
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     if content_type(part) == "text/plain" and (_param(part, "format") or "").lower() == "flowed":
         text = unflow(text, delsp=(_param(part, "delsp") or "").lower() == "yes")
@@ -137,14 +147,27 @@ def _part_text(part: Message) -> str:
 
 
 class _Walker:
-    def __init__(self, clock: _Clock, hint: str | None) -> None:
+    def __init__(
+        self, clock: _Clock, hint: str | None, bodies: BigBodies, spool_dir: Path | None
+    ) -> None:
         self.clock = clock
         self.hint = hint
+        self.bodies = bodies
+        self.spool_dir = spool_dir
         self.report: DeliveryReport | None = None
         self.encrypted = False
 
+    def _spool(self, part: Message) -> str:
+        """Decode a big body straight into a file of `spool_dir`; returns its path."""
+        assert self.spool_dir is not None
+        fd, path = tempfile.mkstemp(dir=self.spool_dir, prefix="attachment-")
+        with os.fdopen(fd, "wb") as sink:
+            self.bodies.write_decoded(part, sink)
+        return path
+
     def attachment(self, part: Message, ctype: str, raw: dict[str, list[str]]) -> Attachment:
         name = part_filename(raw, self.hint)
+        data, path = b"", None
         if ctype in ("message/rfc822", "message/global"):
             inner: Any = part.get_payload()
             data = (
@@ -159,6 +182,11 @@ class _Walker:
             if name is None and isinstance(inner, list) and inner:
                 subject = header_text(first(raw_headers(inner[0]), "subject"), self.hint)
                 name = fallback_filename(ctype, subject[:80] or "message")
+        elif self.bodies.owns(part):
+            if self.spool_dir is not None:
+                path = self._spool(part)
+            else:
+                data = self.bodies.decoded(part)
         else:
             data = decoded_payload(part)
         content_id = normalise_message_id(first(raw, "content-id"))
@@ -169,6 +197,7 @@ class _Walker:
             data=data,
             content_id=content_id[1:-1] if content_id else None,
             inline=how == "inline" or (not how and content_id is not None),
+            path=path,
         )
 
     def visit(self, part: Message) -> _Body:
@@ -203,14 +232,14 @@ class _Walker:
             return body
         if maintype == "multipart":
             # A multipart without a usable boundary: show what is there as text.
-            body.text.append(_part_text(part))
+            body.text.append(_part_text(part, self.bodies))
             return body
         if (
             ctype in ("text/plain", "text/html")
             and disposition(raw) != "attachment"
             and part_filename(raw, self.hint) is None
         ):
-            text = _part_text(part)
+            text = _part_text(part, self.bodies)
             if text.strip():
                 (body.html if subtype == "html" else body.text).append(text)
             return body
@@ -300,14 +329,24 @@ def _header_block_size(raw: bytes) -> int:
     return match.start() if match else len(raw)
 
 
-def parse_email_sync(raw: bytes, limits: ParseLimits | None = None) -> ParsedEmail:
+def parse_email_sync(
+    raw: bytes,
+    limits: ParseLimits | None = None,
+    *,
+    spool_dir: Path | None = None,
+    big_body_bytes: int = BIG_BODY_BYTES,
+) -> ParsedEmail:
     """Parse `raw` (RFC 5322 bytes); raises `MailRejected` if a cap is exceeded or parsing fails.
+
+    With `spool_dir`, the content of a big attachment is decoded into a file there (its `path`;
+    `data` stays empty) instead of into memory. `big_body_bytes`: bodies from this size on are
+    kept out of the stdlib parser and decoded from `raw` directly (bigbodies.py).
 
     An unexpected error inside the parser is logged with its traceback and reported as a
     rejection too: the mail is then still shown to the user (as a notice with the raw message).
     """
     try:
-        return _parse(raw, limits or ParseLimits())
+        return _parse(raw, limits or ParseLimits(), spool_dir, big_body_bytes)
     except MailRejected:
         raise
     except RecursionError:
@@ -319,7 +358,9 @@ def parse_email_sync(raw: bytes, limits: ParseLimits | None = None) -> ParsedEma
         raise MailRejected("the message could not be parsed") from exc
 
 
-def _parse(raw: bytes, limits: ParseLimits) -> ParsedEmail:
+def _parse(
+    raw: bytes, limits: ParseLimits, spool_dir: Path | None, big_body_bytes: int
+) -> ParsedEmail:
     clock = _Clock(limits.time_budget_s)
     if len(raw) > limits.max_bytes:
         raise MailRejected(too_large(len(raw), limits))
@@ -328,10 +369,15 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedEmail:
         raise MailRejected(
             f"the message headers are larger than {limits.max_header_bytes // 1024} KiB"
         )
-    msg = BytesParser(policy=policy.compat32).parsebytes(source)
+    bodies = BigBodies(source, big_body_bytes)
+    parser = BytesFeedParser(policy=policy.compat32)
+    for piece in bodies.skeleton():  # fed in pieces: never the whole mail as one string
+        parser.feed(piece)
+    msg = parser.close()
     _check_structure(msg, limits, clock)
+    bodies.adopt(msg)
     hint = _charset_hint(msg)
-    walker = _Walker(clock, hint)
+    walker = _Walker(clock, hint, bodies, spool_dir)
     body = walker.visit(msg)
     headers = raw_headers(msg)
     text = "\n".join(_join_newline(body.text))

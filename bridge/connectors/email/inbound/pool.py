@@ -8,7 +8,10 @@ Each worker caps its own address space, so a mail that makes the parser balloon 
 instead of taking the bridge down.
 
 The worker returns its result as a pickle. Only our own worker code produces it; a parse bug that
-could forge one would already run code as the bridge's user.
+could forge one would already run code as the bridge's user. The mail goes to the worker as bytes
+after a small pickled header, and a big attachment comes back as a file (the worker decodes it
+straight into a directory of its own for the job): neither is copied into a pickle. The pool
+reads such a file into the attachment and removes the job's directory whatever became of the job.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import logging
 import os
 from pathlib import Path
 import pickle
+import shutil
 import struct
 import sys
+import tempfile
 
 from .limits import MailRejected, ParseLimits, ParserUnavailable, too_large
 from .model import ParsedEmail
@@ -70,10 +75,11 @@ class _Worker:
         message: tuple[str, object] = pickle.loads(data)
         return message
 
-    async def run(self, raw: bytes, limits: ParseLimits) -> tuple[str, object]:
+    async def run(self, raw: bytes, limits: ParseLimits, spool_dir: Path) -> tuple[str, object]:
         assert self.proc.stdin is not None
-        job = pickle.dumps((limits, raw), protocol=pickle.HIGHEST_PROTOCOL)
+        job = pickle.dumps((limits, len(raw), str(spool_dir)), protocol=pickle.HIGHEST_PROTOCOL)
         self.proc.stdin.write(_HEADER.pack(len(job)) + job)
+        self.proc.stdin.write(raw)
         await self.proc.stdin.drain()
         return await self._read()
 
@@ -109,6 +115,26 @@ class _Worker:
                 pass
 
 
+def _load_result(path: Path, spool_dir: Path) -> tuple[str, object]:
+    """A result the worker pickled into a file of this job's directory."""
+    if path.parent != spool_dir:
+        return "failed", "a result outside the job's directory"
+    with path.open("rb") as source:
+        result: tuple[str, object] = pickle.load(source)
+    return result
+
+
+def _load_spooled(parsed: ParsedEmail, spool_dir: Path) -> None:
+    """Read the attachments the worker left in `spool_dir` into memory."""
+    for attachment in parsed.attachments:
+        if attachment.path is not None:
+            path = Path(attachment.path)
+            if path.parent != spool_dir:  # only files of this job's own directory
+                raise MailRejected("the message could not be parsed")
+            attachment.data = path.read_bytes()
+            attachment.path = None
+
+
 class _WorkerDied(Exception):
     """The worker process ended in the middle of a job."""
 
@@ -116,9 +142,17 @@ class _WorkerDied(Exception):
 class ParserPool:
     """Up to `size` parser processes; a worker that overruns the time budget is killed."""
 
-    def __init__(self, size: int = 2, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> None:
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        spool_root: Path | None = None,
+    ) -> None:
         self.size = size
         self.memory_limit = memory_limit
+        # Where each job gets its directory for big attachments (default: the system temp dir).
+        self.spool_root = spool_root
         self._idle: list[_Worker] = []
         self._slots = asyncio.Semaphore(size)
         self._closed = False
@@ -129,7 +163,15 @@ class ParserPool:
         if len(raw) > limits.max_bytes:
             raise MailRejected(too_large(len(raw), limits))
         async with self._slots:
-            status, value = await self._run(raw, limits)
+            spool_dir = Path(tempfile.mkdtemp(prefix="letterbox-parse-", dir=self.spool_root))
+            try:
+                status, value = await self._run(raw, limits, spool_dir)
+                if status == "spooled" and isinstance(value, str):
+                    status, value = await asyncio.to_thread(_load_result, Path(value), spool_dir)
+                if status == "ok" and isinstance(value, ParsedEmail):
+                    await asyncio.to_thread(_load_spooled, value, spool_dir)
+            finally:
+                shutil.rmtree(spool_dir, ignore_errors=True)
         if status == "ok" and isinstance(value, ParsedEmail):
             value.raw = raw
             return value
@@ -138,7 +180,7 @@ class ParserPool:
         log.warning("mail parser failed: %s", value)
         raise MailRejected("the message could not be parsed")
 
-    async def _run(self, raw: bytes, limits: ParseLimits) -> tuple[str, object]:
+    async def _run(self, raw: bytes, limits: ParseLimits, spool_dir: Path) -> tuple[str, object]:
         # A reused worker may have died while idle (killed from outside); a mail only gets the
         # blame for the death of a worker that was alive and fresh for it.
         reused = None
@@ -150,21 +192,24 @@ class ParserPool:
                 await candidate.kill()
         if reused is not None:
             try:
-                return await self._run_on(reused, raw, limits)
+                return await self._run_on(reused, raw, limits, spool_dir)
             except _WorkerDied:
                 log.warning("an idle mail parser worker had died; retrying with a new one")
         try:
-            return await self._run_on(await _Worker.start(self.memory_limit), raw, limits)
+            worker = await _Worker.start(self.memory_limit)
+            return await self._run_on(worker, raw, limits, spool_dir)
         except _WorkerDied:
             # Out of memory, or the parser crashed the interpreter.
             raise MailRejected("the message could not be parsed") from None
 
-    async def _run_on(self, worker: _Worker, raw: bytes, limits: ParseLimits) -> tuple[str, object]:
+    async def _run_on(
+        self, worker: _Worker, raw: bytes, limits: ParseLimits, spool_dir: Path
+    ) -> tuple[str, object]:
         keep = False
         try:
             try:
                 async with asyncio.timeout(limits.time_budget_s):
-                    result = await worker.run(raw, limits)
+                    result = await worker.run(raw, limits, spool_dir)
             except TimeoutError:
                 raise MailRejected("the message took too long to process") from None
             except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
