@@ -7,6 +7,7 @@ address it was redirected to into the chat.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import logging
 from pathlib import Path
@@ -16,11 +17,15 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridge.__main__ import example_for
+from bridge.connectors import load_connector
 from bridge.core.bridge import Bridge
+from bridge.core.config import Config
 from bridge.core.user_login import UserLogin
 from devstack.bot_flows import management_room, notices, wait_notice
 from devstack.matrix_client import MatrixTestClient
 from devstack.oauth_issuer import CLIENT_ID, CLIENT_SECRET, OAuthIssuer
+from devstack.ports import free_port
 from devstack.stack import MailStack, Synapse
 from tests.helpers.email_e2e import by_body, mail, wait_for_mail, with_subject
 from tests.helpers.harness import BridgeSetup, start_bridge
@@ -31,6 +36,7 @@ MakeUser = Callable[..., Awaitable[MatrixTestClient]]
 LINK = re.compile(r"Sign in with Rig Mail: (\S+)")
 AGAIN = re.compile(r"Sign in again: <(\S+?)>")
 # the bridge's notices about a login in trouble (bridge/core/bridge.py _STATE_TEXT)
+PROVISIONING_SECRET = "provisioning-secret-" + "o" * 24
 TROUBLE = ("refused the credentials", "disconnected, retrying", "error")
 
 
@@ -262,3 +268,49 @@ async def test_a_revoked_sign_in_is_reported_with_a_new_link_that_restores_the_m
     await first_mail_room(user, mail_stack, address, "Back after signing in again")
     # the refused refresh was not retried: only signing in again helped
     assert short_tokens.refused_refreshes() == refused + 1
+
+
+@pytest.fixture
+async def provisioned_callback_bridge(
+    bridge_setups: dict[str, BridgeSetup], synapse: Synapse, db_url: str, mail_stack: MailStack,
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Bridge, str]]:
+    """`callback_bridge` with the provisioning API on: (bridge, the API's base URL)."""
+    path = oauth_config(bridge_setups, synapse, db_url, mail_stack, tmp_path, public=True)
+    config = Config.load(path, example_for(load_connector("email")))
+    port = free_port()
+    config["provisioning.enabled"] = True
+    config["provisioning.port"] = port
+    config["provisioning.shared_secret"] = PROVISIONING_SECRET
+    config.save()
+    bridge = await start_bridge(path, connector_name="email")
+    yield bridge, f"http://127.0.0.1:{port}/_matrix/provision/v3"
+    await bridge.stop()
+
+
+async def test_a_provisioning_client_waits_for_the_oauth_callback(
+    provisioned_callback_bridge: tuple[Bridge, str], matrix_user: MakeUser,
+    mailbox: tuple[str, str],
+) -> None:
+    bridge, api = provisioned_callback_bridge
+    address, user = mailbox[0], await matrix_user()
+    auth = {"Authorization": f"Bearer {PROVISIONING_SECRET}"}
+    params = {"user_id": user.user_id}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.post(f"{api}/login/start/default", params=params) as resp:
+            first = await resp.json()
+        step_url = f"{api}/login/step/{first['login_id']}"
+        async with http.post(f"{step_url}/{first['step_id']}/user_input", params=params,
+                             json={"address": address}) as resp:
+            oauth_step = await resp.json()
+        assert oauth_step["external"] is True, oauth_step
+        link = LINK.search(oauth_step["instructions"])
+        assert link, oauth_step
+        waiting = asyncio.create_task(http.post(
+            f"{step_url}/{oauth_step['step_id']}/display_and_wait", params=params))
+        status, page = await open_page(await approve(link.group(1), address))
+        assert status == 200 and f"Logged in as {address}" in page
+        async with await waiting as resp:
+            done = await resp.json()
+    assert resp.status == 200 and done["type"] == "complete", done
+    assert [lg.id for lg in bridge.logins_of(user.user_id)] == [done["complete"]["user_login_id"]]

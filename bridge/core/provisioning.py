@@ -11,6 +11,7 @@ commands.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 import hmac
 import logging
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("letterbox.provisioning")
 
 PREFIX = "/_matrix/provision/v3"
+#: How long one `display_and_wait` call waits for the outside answer (the client calls again).
+WAIT_S = 120.0
 FLOW_ID = "default"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The Matrix user a request acts for, once authenticated.
@@ -48,6 +51,7 @@ class _Process:
         self.user = user
         self.process = process
         self.step = step
+        self.lock = asyncio.Lock()  # one answer at a time (user_input and display_and_wait)
 
 
 class Provisioning:
@@ -61,6 +65,7 @@ class Provisioning:
         r.add_get(PREFIX + "/login/flows", self.login_flows)
         r.add_post(PREFIX + "/login/start/{flow_id}", self.login_start)
         r.add_post(PREFIX + "/login/step/{process_id}/{step_id}/user_input", self.login_step)
+        r.add_post(PREFIX + "/login/step/{process_id}/{step_id}/display_and_wait", self.login_wait)
         r.add_get(PREFIX + "/logins", self.logins)
         r.add_post(PREFIX + "/logout/{login_id}", self.logout)
         r.add_get(PREFIX + "/resolve_identifier/{identifier}", self.resolve_identifier)
@@ -134,6 +139,10 @@ class Provisioning:
     def _step_json(self, process_id: str, step: LoginStep, **extra: Any) -> web.Response:
         body: dict[str, Any] = {"login_id": process_id, "type": step.kind.value,
                                 "step_id": step.step_id, "instructions": step.instructions, **extra}
+        if step.external is not None:
+            # Also answered from outside (e.g. the OAuth provider calling the bridge back):
+            # `display_and_wait` returns once that happened.
+            body["external"] = True
         if step.kind == LoginStepKind.USER_INPUT:
             body["user_input"] = {"fields": [
                 {"type": "password" if f.secret else "text", "id": f.id, "name": f.name,
@@ -151,7 +160,8 @@ class Provisioning:
         self._processes[process_id] = _Process(user, process, step)
         return self._step_json(process_id, step)
 
-    async def login_step(self, request: web.Request) -> web.Response:
+    async def _current(self, request: web.Request) -> tuple[str, _Process] | web.Response:
+        """The caller's login in progress named by the path, at the step the path names."""
         user = await self._user(request)
         process_id = request.match_info["process_id"]
         found = self._processes.get(process_id)
@@ -159,6 +169,29 @@ class Provisioning:
             return _error(404, "M_NOT_FOUND", "No such login in progress")
         if request.match_info["step_id"] != found.step.step_id:
             return _error(400, "M_BAD_STATE", f"The login is at step {found.step.step_id!r}")
+        return process_id, found
+
+    async def login_wait(self, request: web.Request) -> web.Response:
+        """Wait until the step is answered from outside (an OAuth callback), then go on."""
+        current = await self._current(request)
+        if isinstance(current, web.Response):
+            return current
+        process_id, found = current
+        step = found.step
+        if step.external is None:
+            return _error(400, "M_BAD_STATE", "This step is answered with user_input")
+        try:
+            async with asyncio.timeout(WAIT_S):
+                values = await asyncio.shield(step.external)
+        except TimeoutError:
+            return _error(408, "M_TIMEOUT", "Not answered yet; call display_and_wait again")
+        return await self._submit(process_id, found, dict(values), step)
+
+    async def login_step(self, request: web.Request) -> web.Response:
+        current = await self._current(request)
+        if isinstance(current, web.Response):
+            return current
+        process_id, found = current
         try:
             answers = await request.json()
         except ValueError:
@@ -173,18 +206,28 @@ class Provisioning:
                     return _error(400, "M_BAD_JSON", f"Missing field {f.id!r}")
                 value = f.default or ""
             values[f.id] = str(value)
-        try:
-            step = await found.process.submit(values)
-        except LoginFailed as e:
-            if not e.retry_step:
-                del self._processes[process_id]
-            return _error(400, "M_LOGIN_FAILED", e.reason)
+        return await self._submit(process_id, found, values, found.step)
+
+    async def _submit(self, process_id: str, found: _Process, values: dict[str, str],
+                      answering: LoginStep) -> web.Response:
+        async with found.lock:
+            if found.step is not answering or self._processes.get(process_id) is not found:
+                return _error(400, "M_BAD_STATE", "That step was answered meanwhile")
+            try:
+                step = await found.process.submit(values)
+            except LoginFailed as e:
+                if not e.retry_step:
+                    del self._processes[process_id]
+                return _error(400, "M_LOGIN_FAILED", e.reason)
+            return await self._went_on(process_id, found, step)
+
+    async def _went_on(self, process_id: str, found: _Process, step: LoginStep) -> web.Response:
         if step.kind != LoginStepKind.COMPLETE:
             found.step = step
             return self._step_json(process_id, step)
         del self._processes[process_id]
         assert step.completed is not None
-        login = await self.bridge.add_login(user, step.completed)
+        login = await self.bridge.add_login(found.user, step.completed)
         return self._step_json(process_id, step, complete={"user_login_id": login.id})
 
     async def logout(self, request: web.Request) -> web.Response:
