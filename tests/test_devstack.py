@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from devstack.errors import ServerStartError
 from devstack.mail import MailPorts
-from devstack.ports import port_accepts
+from devstack.ports import free_ports, port_accepts
 from devstack.stack import MailStack, Synapse
 from tests.helpers.harness import BridgeSetup
 
@@ -213,3 +213,12 @@ async def test_postgres_dsn_connects(postgres_dsn: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM t") == 1
     finally:
         await conn.close()
+
+
+def test_rig_ports_are_never_ones_an_outgoing_connection_could_be_given() -> None:
+    """A listener the rig closes and opens again (the appservice port of a session's bridges)
+    must not find its port taken by a client connection's local port meanwhile."""
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = free_ports(200)
+    assert len(set(ports)) == 200
+    assert not [p for p in ports if low <= p <= high]
