@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
-from html.parser import HTMLParser
 import re
+
+from .html_doc import Handler, HtmlDoc, replay
 
 # Where a browser leaves vertical space the text has a blank line; other blocks start a new line
 # (Gmail and others write every line of a mail as a `<div>`).
@@ -54,9 +55,8 @@ class _Link:
     label: list[str] = field(default_factory=list)
 
 
-class _TextRenderer(HTMLParser):
+class _TextRenderer(Handler):
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.lines: list[str] = []
         self.current = ""
         self.blank_pending: str | None = None  # the quote prefix of a pending blank line
@@ -209,17 +209,16 @@ class _TextRenderer(HTMLParser):
         self._write(data)
 
     def result(self) -> str:
-        self.close()
         self._end_line()
         return "\n".join(self.lines).strip("\n")
 
 
-def html_to_text(html: str) -> str:
+def html_to_text(html: str | HtmlDoc) -> str:
     """Plain-text rendering: paragraphs separated by one blank line, `> ` quotes, `- ` and
     numbered list items, table cells joined by ` | `, links as `text <url>`, images as `[alt]`;
     scripts, styles and Matrix reply fallbacks dropped."""
     renderer = _TextRenderer()
-    renderer.feed(html)
+    replay(HtmlDoc.of(html), renderer)
     return renderer.result()
 
 

@@ -21,8 +21,9 @@ import re
 from typing import Any
 
 from ....network.placeholders import placeholder, referenced_keys
+from ..html_doc import HtmlDoc
 from ..html_text import html_to_text, text_to_html
-from .html_sanitize import rebuild, remove_hidden, sanitize_html
+from .html_sanitize import rebuild, remove_hidden_doc, sanitize_html
 from .media import msgtype_for, verified_mimetype
 from .model import Attachment, DeliveryReport, ParsedEmail
 from .quotes import QUOTE, SUMMARIES, Split, split_html, split_text
@@ -145,6 +146,7 @@ def _fit(body: _Body, msgtype: str, max_bytes: int) -> tuple[dict[str, Any], boo
     if event_size(content) <= max_bytes:
         return content, True
     text, html = body.kept_text, body.kept_html
+    html_doc = HtmlDoc.of(html) if html is not None else None  # read once for every cut below
     scale = 1.0
     for _ in range(12):
         overflow = event_size(content) - max_bytes
@@ -153,8 +155,8 @@ def _fit(body: _Body, msgtype: str, max_bytes: int) -> tuple[dict[str, Any], boo
         size = event_size(content)
         scale *= max(0.1, (max_bytes / size) * 0.95)
         body.kept_text = cut_text(text, int(len(text) * scale))
-        if html is not None:
-            cut_html, _ = rebuild(html, int(len(html) * scale))
+        if html is not None and html_doc is not None:
+            cut_html, _ = rebuild(html_doc, int(len(html) * scale))
             if len(cut_html) < len(html) * scale / 4:
                 # No usable block boundary: fall back to the cut plain text.
                 cut_html = text_to_html(body.kept_text)
@@ -222,8 +224,10 @@ class _Builder:
             html = html[:MAX_HTML_CHARS]
             self.truncated = True
         text = parsed.text
-        if html.strip() and (not text.strip() or _looks_like_markup(text)):
-            text = html_to_text(remove_hidden(html))
+        # The HTML is tokenized once here; every pass below reads that (html_doc.py).
+        doc = HtmlDoc.of(html) if html.strip() else None
+        if doc is not None and (not text.strip() or _looks_like_markup(text)):
+            text = html_to_text(remove_hidden_doc(doc))
         if not text.strip() and parsed.encrypted:
             text = ENCRYPTED_NOTE
         split: Split = split_text(text)
@@ -238,13 +242,14 @@ class _Builder:
         )
         if self.truncated:
             body.note = TRUNCATION_NOTE
-        if html.strip():
-            html_split = split_html(html)
-            kept_raw, stripped_raw = html_split.kept, html_split.stripped
+        if doc is not None:
+            html_split = split_html(doc)
+            kept_raw = html_split.kept_doc or html_split.kept
+            stripped_raw = html_split.stripped_doc or html_split.stripped
             kept_html = sanitize_html(kept_raw, self._cid_urls())
             # HTML that sanitises to nothing (say, only a tracking pixel) defers to the text.
             body.kept_html = kept_html if kept_html.strip() else None
-            if stripped_raw:
+            if html_split.stripped:
                 body.stripped_html = sanitize_html(stripped_raw, self._cid_urls())
                 body.summary = SUMMARIES[html_split.kind]
                 body.stripped_first = html_split.leading

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from html import escape
-from html.parser import HTMLParser
 import re
 from urllib.parse import unquote
 
 import nh3
+
+from ..html_doc import Handler, HtmlDoc, replay
 
 ALLOWED_TAGS = frozenset(
     {
@@ -84,7 +85,7 @@ class _Full(Exception):
     """Raised inside `_Rebuilder` once the budget is used up."""
 
 
-class _Rebuilder(HTMLParser):
+class _Rebuilder(Handler):
     """Re-serialises sanitised HTML, enforcing the allow-list once more.
 
     With `budget` set, stops at the last block boundary that keeps the output within that many
@@ -95,7 +96,6 @@ class _Rebuilder(HTMLParser):
                             "h1", "h2", "h3", "h4", "h5", "h6", "details", "br", "hr"})  # fmt: skip
 
     def __init__(self, budget: int | None) -> None:
-        super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.size = 0
         self.stack: list[str] = []
@@ -170,12 +170,11 @@ class _Rebuilder(HTMLParser):
         return "".join(self.out) + closing
 
 
-def rebuild(html: str, budget: int | None = None) -> tuple[str, bool]:
+def rebuild(html: str | HtmlDoc, budget: int | None = None) -> tuple[str, bool]:
     """(allow-listed HTML, whether it was cut to fit `budget` characters)."""
     rebuilder = _Rebuilder(budget)
     try:
-        rebuilder.feed(html)
-        rebuilder.close()
+        replay(HtmlDoc.of(html), rebuilder)
     except _Full:
         pass
     return rebuilder.result(), rebuilder.truncated
@@ -189,19 +188,16 @@ _VOID = frozenset({"br", "hr", "img", "meta", "link", "input", "area", "base", "
                    "param", "source", "track", "wbr"})  # fmt: skip
 
 
-class _HiddenFinder(HTMLParser):
+class _HiddenFinder(Handler):
     """Character ranges of elements styled invisible (newsletter "preheaders" and the like)."""
 
     def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
         self.html = html
-        self.line_offsets = [0] + [m.end() for m in re.finditer("\n", html)]
         self.stack: list[tuple[str, int, bool]] = []
         self.ranges: list[tuple[int, int]] = []
 
     def _offset(self) -> int:
-        line, col = self.getpos()
-        return self.line_offsets[line - 1] + col
+        return self.offset
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _VOID:
@@ -227,9 +223,18 @@ def remove_hidden(html: str) -> str:
     """`html` without elements styled `display:none` (only ones that are properly closed)."""
     if not _HIDDEN_STYLE.search(html):
         return html
+    return remove_hidden_doc(HtmlDoc.of(html)).text
+
+
+def remove_hidden_doc(doc: HtmlDoc) -> HtmlDoc:
+    """`remove_hidden` on a document: itself when nothing is hidden, else the rest, anew."""
+    html = doc.text
+    if not _HIDDEN_STYLE.search(html):
+        return doc
     finder = _HiddenFinder(html)
-    finder.feed(html)
-    finder.close()
+    replay(doc, finder)
+    if not finder.ranges:
+        return doc
     out: list[str] = []
     pos = 0
     for start, end in sorted(finder.ranges):
@@ -238,18 +243,19 @@ def remove_hidden(html: str) -> str:
         out.append(html[pos:start])
         pos = end
     out.append(html[pos:])
-    return "".join(out)
+    return HtmlDoc.of("".join(out))
 
 
-def sanitize_html(html: str, cid_urls: Mapping[str, str] | None = None) -> str:
+def sanitize_html(html: str | HtmlDoc, cid_urls: Mapping[str, str] | None = None) -> str:
     """Sanitise email HTML for `formatted_body`.
 
     `cid_urls` maps lower-case content ids (without angle brackets) to the URL to show instead;
     images referencing anything else are removed.
     """
     cids = cid_urls or {}
+    visible = remove_hidden_doc(html).text if isinstance(html, HtmlDoc) else remove_hidden(html)
     cleaned = nh3.clean(
-        remove_hidden(html),
+        visible,
         tags=set(ALLOWED_TAGS),
         clean_content_tags=_DROP_WITH_CONTENT,
         attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},

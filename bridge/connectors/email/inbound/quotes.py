@@ -29,10 +29,11 @@ measured on tests/corpus (replies-quoting, client-replies) against these rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from html.parser import HTMLParser
 import re
+
+from ..html_doc import Handler, HtmlDoc, replay
 
 QUOTE = "quote"
 FORWARD = "forward"
@@ -54,6 +55,9 @@ class Split:
     stripped: str = ""
     kind: str = QUOTE
     leading: bool = False
+    # For an HTML split: the halves as documents (sharing the whole's tokenisation).
+    kept_doc: HtmlDoc | None = field(default=None, compare=False, repr=False)
+    stripped_doc: HtmlDoc | None = field(default=None, compare=False, repr=False)
 
 
 _WROTE = re.compile(
@@ -340,12 +344,8 @@ class _Candidate:
     closed_at: int | None = None
 
 
-class _QuoteFinder(HTMLParser):
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.line_offsets = [0]
-        for match in re.finditer("\n", html):
-            self.line_offsets.append(match.end())
+class _QuoteFinder(Handler):
+    def __init__(self) -> None:
         self.stack: list[tuple[str, int]] = []
         self.candidates: list[_Candidate] = []
         self.open_candidates: list[_Candidate] = []
@@ -357,8 +357,7 @@ class _QuoteFinder(HTMLParser):
         self.text_since_block = ""
 
     def _offset(self) -> int:
-        line, col = self.getpos()
-        return self.line_offsets[line - 1] + col
+        return self.offset
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         offset = self._offset()
@@ -449,18 +448,14 @@ _LINE_BREAKING = _HTML_BLOCK - {"span", "font"} | {
 }
 
 
-class _VisualLines(HTMLParser):
+class _VisualLines(Handler):
     """HTML as the lines a reader sees, each with the source offset where it starts.
 
     A quote written as text inside HTML ("-----Original Message-----", a From:/Sent:/To: block
     under a rule, "&gt;"-prefixed lines) is found by the plain-text rules on these lines.
     """
 
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.line_offsets = [0]
-        for match in re.finditer("\n", html):
-            self.line_offsets.append(match.end())
+    def __init__(self) -> None:
         self.starts: list[int] = []
         self.texts: list[str] = []
         self._pieces: list[str] = []
@@ -468,8 +463,7 @@ class _VisualLines(HTMLParser):
         self._invisible = 0
 
     def _offset(self) -> int:
-        line, col = self.getpos()
-        return self.line_offsets[line - 1] + col
+        return self.offset
 
     def _break(self) -> None:
         if self._start is not None:
@@ -522,16 +516,15 @@ class _VisualLines(HTMLParser):
         if self._start is not None:
             self._pieces.append(text)
 
-    def close(self) -> None:
-        super().close()
+    def finish(self) -> None:
         self._break()
 
 
-def _text_rule_cut(html: str) -> tuple[int, str] | None:
-    """Where the plain-text rules cut the visible lines of `html` (source offset, kind)."""
-    reader = _VisualLines(html)
-    reader.feed(html)
-    reader.close()
+def _text_rule_cut(doc: HtmlDoc) -> tuple[int, str] | None:
+    """Where the plain-text rules cut the visible lines of `doc` (source offset, kind)."""
+    reader = _VisualLines()
+    replay(doc, reader)
+    reader.finish()
     lines = reader.texts
     first_written = next((i for i, line in enumerate(lines) if not _is_blank(line)), len(lines))
     for index, kind in _cut_candidates(lines):
@@ -559,7 +552,7 @@ def _leading_html_quote(finder: _QuoteFinder, html: str) -> int | None:
     return answer
 
 
-def split_html(html: str) -> Split:
+def split_html(source: str | HtmlDoc) -> Split:
     """The sender's part and the quoted part of `html` (stripped is "" when nothing was found).
 
     Both halves are raw (unsanitised) HTML fragments; the sanitiser closes what the cut left open.
@@ -567,14 +560,15 @@ def split_html(html: str) -> Split:
     in plain text inside their HTML, from the visible lines by the plain-text rules; the earlier
     of the two cuts wins.
     """
-    finder = _QuoteFinder(html)
-    finder.feed(html)
-    finder.close()
+    doc = HtmlDoc.of(source)
+    html = doc.text
+    finder = _QuoteFinder()
+    replay(doc, finder)
     if not finder.content_offsets:
-        return Split(kept=html)
+        return Split(kept=html, kept_doc=doc)
     leading = _leading_html_quote(finder, html)
     if leading is not None:
-        return Split(kept=html[leading:], stripped=html[:leading], leading=True)
+        return _split(doc, leading, QUOTE, leading=True)
     first_content, last_content = finder.content_offsets[0], finder.content_offsets[-1]
     cuts: list[tuple[int, str]] = []
     for candidate in finder.candidates:
@@ -585,10 +579,18 @@ def split_html(html: str) -> Split:
         if first_content < candidate.start:
             cuts.append((candidate.start, candidate.kind))
             break
-    text_cut = _text_rule_cut(html)
+    text_cut = _text_rule_cut(doc)
     if text_cut is not None and text_cut[0] > first_content:
         cuts.append(text_cut)
     if not cuts:
-        return Split(kept=html)
+        return Split(kept=html, kept_doc=doc)
     offset, kind = min(cuts)
-    return Split(kept=html[:offset], stripped=html[offset:], kind=kind)
+    return _split(doc, offset, kind, leading=False)
+
+
+def _split(doc: HtmlDoc, offset: int, kind: str, *, leading: bool) -> Split:
+    head, tail = doc.prefix(offset), doc.suffix(offset)
+    if leading:  # the quote on top, the answer below it
+        return Split(kept=tail.text, stripped=head.text, kind=kind, leading=True,
+                     kept_doc=tail, stripped_doc=head)
+    return Split(kept=head.text, stripped=tail.text, kind=kind, kept_doc=head, stripped_doc=tail)
