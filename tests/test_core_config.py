@@ -145,3 +145,13 @@ def test_where_and_who_the_bridge_is_are_never_defaulted(generated: tuple[Path, 
         YAML().dump(data, f)
     with pytest.raises(ConfigError, match=r"appservice\.hs_token"):
         load_config(config_path, load_connector(LOOPBACK))
+
+
+def test_workers_are_refused_on_sqlite(generated: tuple[Path, Path]) -> None:
+    """Several worker processes coordinate through PostgreSQL; SQLite stays single-process."""
+    config_path, _ = generated
+    text = config_path.read_text()
+    assert "sqlite:" in text
+    config_path.write_text(text.replace("workers:\n    enabled: false", "workers:\n    enabled: true"))
+    with pytest.raises(ConfigError, match=r"workers\.enabled.*SQLite is single-process"):
+        load_config(config_path, load_connector(LOOPBACK))

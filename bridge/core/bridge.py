@@ -29,7 +29,9 @@ from yarl import URL
 from .. import __version__
 from ..db import (
     GhostTable,
+    InboxEvent,
     InboxTable,
+    LeaseTable,
     ManagementRoomTable,
     MessageTable,
     PendingPartTable,
@@ -79,10 +81,15 @@ from .state_store import StateStore
 from .upload_limit import UploadLimit
 from .user import User
 from .user_login import STATE_TEXT, UserLogin
+from .workers import Workers, default_worker_id
 
 log = logging.getLogger("letterbox.bridge")
 
 RETENTION_INTERVAL_S = 3600
+#: With several workers, how often a worker that did not receive a transaction reads the inbox.
+WORKER_INBOX_POLL_S = 0.5
+#: How long a worker waits for a login's client to disconnect when it gives the login up.
+DISCONNECT_TIMEOUT_S = 5.0
 
 
 def user_reason(error: Exception) -> str:
@@ -154,7 +161,20 @@ class Bridge:
         self.portals: dict[tuple[str, str], Portal] = {}
         self._portal_lock = asyncio.Lock()
         self.processor = InboxProcessor(self.inbox, self._handle_matrix_event, give_up=self._matrix_event_given_up)
-        self.secret_input = SecretInput(self._expects_secret, connector.secret_login_fields)
+        #: Several worker processes on one PostgreSQL database (`workers.enabled`); None: this
+        #: process serves every login.
+        self.workers: Workers | None = None
+        if config.get("workers.enabled", False):
+            self.workers = Workers(
+                LeaseTable(self.db), str(config["workers.id"] or default_worker_id()),
+                float(config["workers.lease_seconds"]), gain=self._gain_users,
+                lose=self._lose_users)
+            self.processor = InboxProcessor(
+                self.inbox, self._handle_matrix_event, give_up=self._matrix_event_given_up,
+                retry_interval=WORKER_INBOX_POLL_S, fetch=self._owned_events)
+        self.secret_input = SecretInput(
+            self._expects_secret, connector.secret_login_fields,
+            sealer=self.secret_box if config.get("workers.enabled", False) else None)
         self.public_web = PublicWeb(config.get("bridge.public_url", None) or None)
         self.intake = Intake(str(config["appservice.hs_token"]), self.inbox, self.processor.wake,
                              scrub=self.secret_input.scrub, public=self.public_web)
@@ -249,9 +269,14 @@ class Bridge:
         await self._start_metrics()
         await self._start_encryption()
         await self.connector.start(self, dict(self.config[f"network.{self.connector.name}"]))
-        for row in await self.logins_table.all():
-            await self._reseal(row)
-            await self._load_login(row, connect=True)
+        if self.workers is None:
+            for row in await self.logins_table.all():
+                await self._reseal(row)
+                await self._load_login(row, connect=True)
+        else:
+            log.info("Worker %s: lease %s s; logins are shared with the other workers",
+                     self.workers.id, self.workers.lease_seconds)
+            self.workers.start()
         self.processor.start()
         self.spawn(self._retention_loop(), "retention")
         self.started = True
@@ -309,6 +334,8 @@ class Bridge:
 
     async def _retention_loop(self) -> None:
         while True:
+            if self.workers is not None:
+                await self.workers.coordinating.wait()  # one worker prunes: the coordinator
             try:
                 await self.prune()
             except Exception:
@@ -323,7 +350,11 @@ class Bridge:
         events = await self.inbox.prune(now_ms - keep_ms)
         if events:
             log.info("Retention: forgot %d handled event IDs", events)
-        await self.connector.prune(lambda login_id: login_id in self.logins, now_ms)
+        if self.workers is None:
+            await self.connector.prune(lambda login_id: login_id in self.logins, now_ms)
+            return
+        known = {row.id for row in await self.logins_table.all()}  # other workers' logins too
+        await self.connector.prune(lambda login_id: login_id in known, now_ms)
     async def _start_metrics(self) -> None:
         if not self.config["metrics.enabled"]:
             return
@@ -366,6 +397,8 @@ class Bridge:
         self._stopped = True
         self.started = False
         try:
+            if self.workers is not None:
+                await self.workers.stop()  # takes and gives up nothing from here on
             await self.processor.stop()
             for login in list(self.logins.values()):
                 if login.client:
@@ -378,6 +411,8 @@ class Bridge:
             await self.connector.stop()
             if self.encryption is not None:
                 await self.encryption.stop()
+            if self.workers is not None:
+                await self.workers.leave()  # the others take its users over at once
         finally:
             # Whatever failed above, the listeners, the HTTP session and the database are let go
             # (a port left bound would stop the next start).
@@ -416,6 +451,49 @@ class Bridge:
         started = time.monotonic()
         await self.gate.handle(event)
         self.metrics.observe_matrix(str(event.get("type", "")), started)
+
+    # ---------------------------------------------------------------- several workers
+    async def _owned_events(self, limit: int) -> list[InboxEvent]:
+        """The inbox events of the rooms this worker holds."""
+        assert self.workers is not None
+        events = await self.inbox.pending_owned(self.workers.id, limit)
+        return [e for e in events if self.workers.serves(e.owner)]
+
+    async def _gain_users(self, subjects: set[str]) -> None:
+        """This worker now holds these users: their logins are loaded and connected."""
+        for mxid in sorted(subjects):
+            for row in await self.logins_table.for_user(mxid):
+                if row.id not in self.logins:
+                    await self._reseal(row)
+                    await self._load_login(row, connect=True)
+        self.processor.wake()
+
+    async def _lose_users(self, subjects: set[str]) -> None:
+        """Stop acting for these users: their rooms' events, clients and portals stop."""
+        assert self.workers is not None
+        dropped = await self.processor.release(subjects)
+        try:
+            await self.inbox.unclaim(self.workers.id, dropped)
+        except Exception:  # they are free for others anyway once this worker's leases expire
+            log.warning("Could not give back %d unhandled event(s)", len(dropped), exc_info=True)
+        logins = [lg for lg in self.logins.values() if lg.row.user_mxid in subjects]
+        for login in logins:
+            self.logins.pop(login.id, None)
+            for key in [k for k in self.portals if k[1] == login.id]:
+                await self.portals.pop(key).stop()
+
+        async def disconnect(login: UserLogin) -> None:
+            if login.client is None:
+                return
+            try:
+                async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                    await login.client.disconnect()
+            except Exception:
+                log.exception("Error disconnecting %s", login.id)
+
+        await asyncio.gather(*(disconnect(lg) for lg in logins))
+        for mxid in subjects:
+            self.users.pop(mxid, None)
 
     async def readiness_problem(self) -> str | None:
         """Why the bridge cannot do its work now (None: ready)."""
@@ -576,6 +654,9 @@ class Bridge:
             self.spawn(self._connect(existing), f"connect-{existing.id}")
             return existing
         await self.users_table.upsert(UserRow(user.mxid, user.management_room))
+        if self.workers is not None and not await self.workers.adopt(user.mxid):
+            raise ConnectorError("Another bridge worker serves this account right now; "
+                                 "please try again in a minute.")
         row = UserLoginRow(id=await self._new_login_id(), user_mxid=user.mxid,
                            remote_name=completed.remote_name, space_room=None,
                            state=LoginState.CONNECTING.value, metadata=completed.metadata,

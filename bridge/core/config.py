@@ -234,8 +234,25 @@ class Config(RecursiveDict[CommentedMap]):
             host = (urlsplit(public_url).hostname or "").lower()
             if public_url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
                 raise ConfigError("bridge.public_url", "must be https:// (http only on loopback)")
+        self._validate_workers()
         if not isinstance(self.get(f"network.{connector_name}", None), dict):
             raise ConfigError(f"network.{connector_name}", "missing connector section")
+
+    def _validate_workers(self) -> None:
+        if not self.require("workers.enabled", bool):
+            return
+        if not str(self["database.url"]).startswith(("postgres://", "postgresql://")):
+            raise ConfigError("workers.enabled", "needs PostgreSQL (database.url): SQLite is "
+                              "single-process")
+        if self.get("workers.id", None) is not None and not str(self["workers.id"]).strip():
+            raise ConfigError("workers.id", "must not be empty (null: hostname and process ID)")
+        if self.require("workers.lease_seconds", (int, float)) < 2:
+            raise ConfigError("workers.lease_seconds", "must be at least 2 seconds")
+        for key, what in (("encryption.allow", "end-to-bridge encryption"),
+                          ("provisioning.enabled", "the provisioning API")):
+            if self[key]:
+                raise ConfigError(key, f"must be false with workers.enabled ({what} is not "
+                                  "available with several workers yet)")
 
     def generate_secrets(self) -> None:
         for key in ("appservice.as_token", "appservice.hs_token", "double_puppet.as_token"):

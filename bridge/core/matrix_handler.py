@@ -111,7 +111,7 @@ class MatrixHandler:
         room_id = RoomID(event["room_id"])
         user = await self.bridge.get_user(event["sender"])
         if is_scrubbed(event.get("content", {})):
-            held = self.bridge.secret_input.held(event["event_id"])
+            held = self.bridge.secret_input.recover(event)
             if held is None:
                 await self._secret_lost(user, room_id, event["event_id"])
                 return

@@ -13,6 +13,7 @@ from ..network import is_infrastructure_error
 log = logging.getLogger("letterbox.processor")
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
+Fetch = Callable[[int], Awaitable[list[InboxEvent]]]
 GiveUp = Callable[[dict[str, Any], BaseException], Awaitable[None]]
 
 
@@ -27,12 +28,14 @@ class InboxProcessor:
     """
 
     def __init__(self, inbox: InboxTable, handler: Handler, *, give_up: GiveUp | None = None,
-                 retry_interval: float = 2.0, retry_delay: float = 0.5, max_retry_delay: float = 30.0
-                 ) -> None:
+                 retry_interval: float = 2.0, retry_delay: float = 0.5, max_retry_delay: float = 30.0,
+                 fetch: Fetch | None = None) -> None:
         self._inbox = inbox
+        # Which events this process takes (several workers: those of the rooms it holds).
+        self._fetch: Fetch = fetch or (lambda limit: inbox.pending(limit=limit))
+        self._retry_interval = retry_interval
         self._handler = handler
         self._give_up = give_up
-        self._retry_interval = retry_interval
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self._wake = asyncio.Event()
@@ -40,10 +43,42 @@ class InboxProcessor:
         self._rooms: dict[str, asyncio.Queue[InboxEvent]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Several workers: the lease subject of each room seen, and the event each room handles.
+        self._owner: dict[str, str] = {}
+        self._current: dict[str, InboxEvent] = {}
         self.max_attempts = 3
         # Handled, but the database did not take the mark: marked on later passes, never handled
         # again (they stay in flight), so an outage after the handler ran does not repeat it.
         self._unmarked: set[int] = set()
+
+    def set_retry_interval(self, seconds: float) -> None:
+        """How often the inbox is read without a wake-up (workers that do not receive the
+        homeserver's transactions learn of new events this way)."""
+        self._retry_interval = seconds
+
+    async def release(self, owners: set[str]) -> list[int]:
+        """Stop handling the rooms of these lease subjects at once: their room workers are
+        cancelled (an event cut short is handled again by the next holder, as after a crash).
+        Returns the events given back unhandled."""
+        rooms = [room for room, owner in self._owner.items() if owner in owners]
+        tasks = []
+        for room in rooms:
+            del self._owner[room]
+            worker = self._workers.pop(room, None)
+            if worker is not None:
+                worker.cancel()
+                tasks.append(worker)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        dropped: list[int] = []
+        for room in rooms:
+            current = self._current.pop(room, None)
+            if current is not None and current.seq not in self._unmarked:
+                dropped.append(current.seq)
+            queue = self._rooms.pop(room, None)
+            while queue is not None and not queue.empty():
+                dropped.append(queue.get_nowait().seq)
+        self._in_flight.difference_update(dropped)
+        return dropped
 
     def wake(self) -> None:
         self._wake.set()
@@ -64,7 +99,7 @@ class InboxProcessor:
             self._wake.clear()
             await self._mark_handled()
             try:
-                pending = await self._inbox.pending(limit=200)
+                pending = await self._fetch(200)
             except Exception:
                 log.exception("Cannot read the event inbox; retrying in %.0fs", self._retry_interval)
                 pending = []
@@ -73,6 +108,8 @@ class InboxProcessor:
                     continue
                 self._in_flight.add(item.seq)
                 room = item.room_id or "~global"
+                if item.owner is not None:
+                    self._owner[room] = item.owner
                 queue = self._rooms.setdefault(room, asyncio.Queue())
                 queue.put_nowait(item)
                 worker = self._workers.get(room)
@@ -99,13 +136,16 @@ class InboxProcessor:
     async def _room_worker(self, room: str, queue: asyncio.Queue[InboxEvent]) -> None:
         while not queue.empty():
             item = queue.get_nowait()
+            self._current[room] = item
             await self._handle_holding(room, item)
             try:
                 await self._inbox.mark_done(item.seq)
             except Exception:
                 log.exception("Could not mark event %s handled; marking it later", item.event_id)
                 self._unmarked.add(item.seq)
+                self._current.pop(room, None)
                 continue
+            self._current.pop(room, None)
             self._in_flight.discard(item.seq)
 
     async def _handle_holding(self, room: str, item: InboxEvent) -> None:

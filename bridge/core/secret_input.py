@@ -10,22 +10,36 @@ twice rather than stored once.
 Which (room, user) currently expects a secret is the core's fact (`expecting`); the intake also
 arms a (room, user) as soon as it sees a `login` command, so a secret typed before the bot's
 prompt was handled is caught too.
+
+With several worker processes the intake and the handler of a message may be different
+processes, and the intake cannot know which prompt another worker is showing: every text
+message is then stored sealed (encrypted with the bridge's secrets key, as stored credentials
+are) and opened by the worker that handles it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import json
 import shlex
 import time
-from typing import Any
+from typing import Any, Protocol
 
 # The content key that marks a scrubbed message (a namespaced key: clients never send it).
 SCRUBBED_KEY = "net.letterbox.scrubbed"
+# With several workers: the sealed original content of a scrubbed message.
+SEALED_KEY = "net.letterbox.sealed"
 SCRUBBED_BODY = "(removed by the bridge: this message may hold a secret)"
 COMMAND_PREFIX = "!lb"
 
 Expecting = Callable[[str, str], bool]
+
+
+class Sealer(Protocol):
+    def seal(self, plaintext: str) -> str: ...
+
+    def open(self, token: str) -> str: ...
 
 
 @dataclass(slots=True)
@@ -48,7 +62,10 @@ class SecretInput:
     """Scrubs secret-bearing messages at the intake and hands their text over in memory."""
 
     def __init__(self, expecting: Expecting, secret_fields: frozenset[str], *,
-                 login_command: str = "login", hold_seconds: float = 600.0) -> None:
+                 login_command: str = "login", hold_seconds: float = 600.0,
+                 sealer: Sealer | None = None) -> None:
+        # Several workers: every text message is stored sealed (see the module's docstring).
+        self.sealer = sealer
         self._expecting = expecting
         self._secret_fields = secret_fields
         self._login_command = login_command
@@ -73,6 +90,8 @@ class SecretInput:
         new_content = content.get("m.new_content")
         if isinstance(new_content, dict) and isinstance(new_content.get("body"), str):
             body = new_content["body"]  # an edit: its new text is what would be read
+        if self.sealer is not None:
+            return self._scrubbed(event, content, {SEALED_KEY: self.sealer.seal(json.dumps(content))})
         now = time.monotonic()
         self._expire(now)
         words = _command_words(body)
@@ -83,7 +102,13 @@ class SecretInput:
                 or (is_login and self._inline_secret(words[1:]))):
             return event
         self._held[event_id] = _Held(content, now + self._hold_seconds)
-        scrubbed: dict[str, Any] = {"msgtype": "m.text", "body": SCRUBBED_BODY, SCRUBBED_KEY: True}
+        return self._scrubbed(event, content, {})
+
+    @staticmethod
+    def _scrubbed(event: dict[str, Any], content: dict[str, Any], extra: dict[str, Any]
+                  ) -> dict[str, Any]:
+        scrubbed: dict[str, Any] = {"msgtype": "m.text", "body": SCRUBBED_BODY, SCRUBBED_KEY: True,
+                                    **extra}
         if isinstance(content.get("m.relates_to"), dict):
             scrubbed["m.relates_to"] = content["m.relates_to"]
         return {**event, "content": scrubbed, "unsigned": {}}
@@ -106,6 +131,21 @@ class SecretInput:
         self._expire(time.monotonic())
         held = self._held.get(event_id)
         return held.content if held else None
+
+    def recover(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The original content of a scrubbed event: held in memory, or sealed in the event
+        (several workers); None when it was lost."""
+        held = self.held(str(event.get("event_id")))
+        if held is not None:
+            return held
+        token = (event.get("content") or {}).get(SEALED_KEY)
+        if self.sealer is None or not isinstance(token, str):
+            return None
+        try:
+            content = json.loads(self.sealer.open(token))
+        except Exception:
+            return None
+        return content if isinstance(content, dict) else None
 
     def forget(self, event_id: str) -> None:
         self._held.pop(event_id, None)

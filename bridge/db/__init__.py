@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .ghost import GhostRow, GhostTable
 from .inbox import InboxEvent, InboxTable
+from .lease import COORDINATOR, LeaseTable
 from .management_room import ManagementRoomTable
 from .message import MessageRow, MessageTable
 from .pending_part import PendingPart, PendingPartTable
@@ -14,10 +15,12 @@ from .user import UserRow, UserTable
 from .user_login import UserLoginRow, UserLoginTable
 
 __all__ = [
+    "COORDINATOR",
     "GhostRow",
     "GhostTable",
     "InboxEvent",
     "InboxTable",
+    "LeaseTable",
     "ManagementRoomTable",
     "MessageRow",
     "MessageTable",

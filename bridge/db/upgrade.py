@@ -142,3 +142,29 @@ async def upgrade_v5(conn: Connection, scheme: Scheme) -> None:
     await conn.execute(
         "CREATE UNIQUE INDEX user_login_account_idx ON user_login (user_mxid, remote_account)"
     )
+
+
+@upgrade_table.register(description="Worker processes and their leases (several workers on PostgreSQL)")
+async def upgrade_v6(conn: Connection, scheme: Scheme) -> None:
+    # Used only with `workers.enabled` (PostgreSQL); created everywhere so every database has one
+    # schema. Times are milliseconds of the database server's clock, never a worker's.
+    await conn.execute(
+        """CREATE TABLE worker (
+            id      TEXT PRIMARY KEY,
+            seen_at BIGINT NOT NULL
+        )"""
+    )
+    # `subject` is a Matrix user (the worker holds all of that user's logins and rooms) or
+    # COORDINATOR (the worker that handles events of rooms no user owns).
+    await conn.execute(
+        """CREATE TABLE worker_lease (
+            subject    TEXT PRIMARY KEY,
+            worker     TEXT NOT NULL,
+            expires_at BIGINT NOT NULL
+        )"""
+    )
+    await conn.execute("CREATE INDEX worker_lease_worker_idx ON worker_lease (worker)")
+    # The worker handling an inbox event: one worker at a time, and a room's later events wait
+    # while an earlier one is claimed by another live worker.
+    await conn.execute("ALTER TABLE matrix_event_inbox ADD COLUMN claimed_by TEXT")
+    await conn.execute("CREATE INDEX matrix_event_inbox_room_idx ON matrix_event_inbox (room_id, seq)")

@@ -56,15 +56,16 @@ class FaultContext:
         address = await asyncio.to_thread(self.mail.add_user, local, password)
         return address, password
 
-    def bridge(self, **network: Any) -> BridgeProcess:
+    def bridge(self, core: dict[str, Any] | None = None, **network: Any) -> BridgeProcess:
         """A (not yet started) bridge process on this scenario's database; `network` overrides
-        `network.email` options (keys as in the config, e.g. `backfill.max_messages`)."""
+        `network.email` options (keys as in the config, e.g. `backfill.max_messages`), `core`
+        the bridge's own (e.g. `appservice.port`)."""
         options = {"ca_file": str(self.mail.ca_file), "imap.poll_interval": 1,
                    "outbound.retry_schedule": [1, 2, 30],
                    "outbound.max_mails_per_hour": 1_000_000, **network}
         name = f"{self.workdir.name}-{len(self._bridges)}"
         config = self.setup.config_for(name, hs_url=self.synapse.hs_url, db_url=self.db_url,
-                                       network=options)
+                                       network=options, core=core)
         process = BridgeProcess(config, self.workdir / f"{name}.log")
         self._bridges.append(process)
         return process
