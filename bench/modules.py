@@ -21,7 +21,7 @@ class Measurement:
 
 
 MEASUREMENTS: tuple[Measurement, ...] = (
-    Measurement("parser_memory", ("parser_peak_ratio",), 60, 40),
+    Measurement("parser_memory", ("parser_peak_ratio",), 120, 60),
     Measurement("conversion_cost", ("conversion_ratio",), 120, 45),
     Measurement("inbound_latency", ("inbound_latency_ratio",), 150, 90),
     Measurement("burst_rooms", ("burst_rooms_ratio",), 150, 60),

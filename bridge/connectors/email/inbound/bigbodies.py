@@ -117,9 +117,9 @@ class BigBodies:
         token = payload.rstrip("\r\n")
         span = self.spans.get(token)
         rest = payload[len(token) :].encode()
-        if span is not None and len(rest) <= 2 and self.raw[span.end :] == rest:
-            return _Span(span.start, len(self.raw))
-        return None
+        if span is None or len(self.raw) - span.end != len(rest) or len(rest) > 2:
+            return None
+        return _Span(span.start, len(self.raw)) if self.raw.endswith(rest) else None
 
     def owns(self, part: Message) -> bool:
         return id(part) in self._parts
@@ -129,11 +129,8 @@ class BigBodies:
         `get_payload(decode=True)` would give it."""
         span = self._parts[id(part)]
         cte = _cte(part)
-        if cte == "base64" and _clean_base64(self.raw, span):
-            out = bytearray()
-            for piece in _base64_pieces(self.raw, span):
-                out += piece
-            return bytes(out)
+        if cte == "base64" and _clean_base64(self.raw, span):  # line breaks are skipped
+            return binascii.a2b_base64(memoryview(self.raw)[span.start : span.end])
         if cte == "quoted-printable":  # what quopri.decodestring does, without a copy of the body
             return binascii.a2b_qp(memoryview(self.raw)[span.start : span.end])
         if cte in _STDLIB_DECODED:
