@@ -22,8 +22,8 @@ class Measurement:
 
 MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("parser_memory", ("parser_peak_ratio",), 120, 60),
-    Measurement("conversion_cost", ("conversion_ratio",), 120, 45),
-    Measurement("inbound_latency", ("inbound_latency_ratio",), 150, 90),
+    Measurement("conversion_cost", ("conversion_ratio",), 180, 60),
+    Measurement("inbound_latency", ("inbound_latency_ratio",), 240, 110),
     Measurement("burst_rooms", ("burst_rooms_ratio",), 150, 60),
     Measurement("outbound", ("outbound_own_p50_ms", "outbound_own_p90_ms", "send_100_ratio"),
                 120, 50),
