@@ -12,17 +12,21 @@ import sys
 import time
 
 from .errors import DevstackError, MatrixAdminError
+from .issuer_service import IssuerService
 from .mail import MailPorts
+from .oauth_issuer import issuer_url
 from .postgres import ensure_database, ensure_postgres, stop_private_postgres
 from .process import ServerProcess
 from .stack import MailStack, Synapse
 
 SYNAPSE_PORT = 28008
 MAIL_PORTS = MailPorts(imap=20143, imaps=20993, lmtp=20024, smtp=20025, submission=20587)
+OAUTH_PORT = 20080  # the rig's OAuth issuer (devstack.oauth_issuer) as a process of its own
 POSTGRES_PORT = 20432  # only used when nothing answers on 127.0.0.1:5432
 DEMO_DATABASE = "letterbox_demo"
 MAIL_USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass"}
-MATRIX_USERS = [("admin", "adminpass", True), ("alice", "alicepass", False)]
+MATRIX_USERS = [("admin", "adminpass", True), ("alice", "alicepass", False),
+                ("carol", "carolpass", False)]
 
 
 def _say(msg: str) -> None:
@@ -30,11 +34,18 @@ def _say(msg: str) -> None:
 
 
 def _mail(root: Path) -> MailStack:
-    return MailStack(root, MAIL_USERS, ports=MAIL_PORTS)
+    return MailStack(root, MAIL_USERS, ports=MAIL_PORTS, issuer_url=issuer_url(OAUTH_PORT))
+
+
+def _issuer(root: Path) -> IssuerService:
+    return IssuerService(root, OAUTH_PORT)
 
 
 def up(root: Path, registrations: list[Path]) -> None:
     t0 = time.monotonic()
+    issuer = _issuer(root)
+    issuer.start()
+    _say(f"oauth issuer up at {issuer.address.url}")
     mail = _mail(root)
     mail.start()
     _say(f"dovecot + postfix up ({time.monotonic() - t0:.1f} s)")
@@ -67,6 +78,7 @@ def up(root: Path, registrations: list[Path]) -> None:
                 "SUBMISSION_PORT": mail.submission_port,
                 "LMTP_PORT": mail.lmtp_port,
                 "MAIL_DOMAIN": mail.domain,
+                "OAUTH_ISSUER_URL": issuer.address.url,
                 "TLS_CA_FILE": mail.ca_file,
                 "DATABASE_URL": db_dsn,
             }.items()
@@ -81,6 +93,7 @@ def _processes(root: Path) -> list[ServerProcess]:
         Synapse(root, port=SYNAPSE_PORT).process,
         mail.postfix.process,
         mail.dovecot.process,
+        _issuer(root).process,
     ]
 
 

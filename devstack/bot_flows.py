@@ -49,12 +49,17 @@ async def management_room(bridge: HasBot, user: User) -> str:
 
 
 async def email_login(bridge: HasBot, user: User, room: str, address: str, password: str,
-                      *, imap: str, smtp: str, name: str = "-", expect: str = "Logged in as") -> str:
+                      *, imap: str, smtp: str, name: str = "-", expect: str = "Logged in as",
+                      oauth_offered: bool = False) -> str:
     """Drive the email login flow; `imap`/`smtp` are host:port:security answers, `name` the
-    sender name (`-`: the default, the Matrix display name)."""
+    sender name (`-`: the default, the Matrix display name). `oauth_offered`: the bridge knows an
+    OAuth provider for the address; its sign-in link is answered with `password`."""
     bot = bridge.bot_mxid
-    for prompt, answer in (("Email address", address), ("Password", password),
-                           ("IMAP server", imap), ("SMTP server", smtp), ("Your name", name)):
+    steps = [("Email address", address), ("Password", password), ("IMAP server", imap),
+             ("SMTP server", smtp), ("Your name", name)]
+    if oauth_offered:
+        steps.insert(1, ("Sign in with", "password"))
+    for prompt, answer in steps:
         if prompt == "Email address":
             await user.send_text(room, "login")
         await expect_notice(user, room, bot, prompt)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Full local demo on loopback: real Synapse, Dovecot and Postfix, the bridge on SQLite, the demo
-# mailbox alice@test.local logged in, and one message bridged each way.
+# Full local demo on loopback: real Synapse, Dovecot and Postfix, the rig's OAuth issuer, the bridge
+# on SQLite, the demo mailbox alice@test.local logged in, one message bridged each way, and
+# carol@test.local signed in with OAuth (at the rig's issuer) with one mail to her.
 #   ./devstack/demo.sh          bring everything up (idempotent) and run the demo conversation
 #   ./devstack/demo.sh down     stop the bridge and the servers
 set -euo pipefail

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from .errors import DevstackError, MissingBinaryError
-from .oauth_issuer import OAuthIssuer
+from .oauth_issuer import IssuerEndpoints
 from .ports import LOOPBACK, free_ports
 from .process import ServerProcess, banner_check, ensure_ports_free
 from .tls import TlsFiles
@@ -144,7 +144,7 @@ class Dovecot:
         domain: str,
         users: dict[str, str],
         tls: TlsFiles,
-        issuer: OAuthIssuer,
+        issuer: IssuerEndpoints,
     ) -> None:
         self.layout = layout
         self.ports = ports

@@ -8,6 +8,10 @@ passdb asks about every bearer token. Tests can shorten token lifetimes and revo
 Why hand-written: the maintained server libraries (authlib's AuthorizationServer) need a web
 framework integration and a storage model; this rig needs only four endpoints over an in-memory
 dict, served from a thread so Dovecot can reach it whatever the test's event loop is doing.
+
+The demo runs it as a process of its own on a fixed port (devstack.issuer_service, started by
+`python -m devstack up`), keeping its grants in a file so a signed-in mailbox stays signed in when
+the demo is stopped and started again.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ from dataclasses import dataclass, field
 import hashlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
+import os
+from pathlib import Path
 import secrets
+import signal
 import threading
 import time
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .ports import LOOPBACK
@@ -27,6 +35,38 @@ from .ports import LOOPBACK
 CLIENT_ID = "letterbox-test"
 CLIENT_SECRET = "letterbox-test-secret"
 SCOPE = "mail"
+
+
+class IssuerEndpoints(Protocol):
+    """Where an issuer answers: this module's `OAuthIssuer` or an `IssuerAddress`."""
+
+    @property
+    def authorize_url(self) -> str: ...
+
+    @property
+    def token_url(self) -> str: ...
+
+    @property
+    def introspection_url(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerAddress:
+    """The endpoints of an issuer running elsewhere (the demo's issuer process) at base `url`."""
+
+    url: str
+
+    @property
+    def authorize_url(self) -> str:
+        return self.url + "/authorize"
+
+    @property
+    def token_url(self) -> str:
+        return self.url + "/token"
+
+    @property
+    def introspection_url(self) -> str:
+        return self.url + "/introspect"
 
 
 @dataclass(slots=True)
@@ -58,30 +98,60 @@ class _State:
 
 
 class OAuthIssuer:
-    """Start with `start()`; `url` is its base URL. Thread-safe controls for tests."""
+    """Start with `start()`; `url` is its base URL. Thread-safe controls for tests.
 
-    def __init__(self, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET) -> None:
+    `port` 0 picks a free one; with `state_file`, grants and access tokens are saved there on every
+    change and read back at construction (the demo's issuer process).
+    """
+
+    def __init__(self, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET, *,
+                 port: int = 0, state_file: Path | None = None) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
+        self.port = port
+        self.state_file = state_file
         self._state = _State()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        if state_file is not None and state_file.is_file():
+            self._restore(json.loads(state_file.read_text()))
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        if self._server is not None:
-            return
+    def _bind(self) -> ThreadingHTTPServer:
         issuer = self
 
         class Handler(_Handler):
             owner = issuer
 
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oauth-issuer",
+        return self._server
+
+    def start(self) -> None:
+        """Serve from a thread of this process."""
+        if self._server is not None:
+            return
+        server = self._bind()
+        self._thread = threading.Thread(target=server.serve_forever, name="oauth-issuer",
                                         daemon=True)
         self._thread.start()
+
+    def serve(self) -> None:
+        """Serve in the calling thread until SIGTERM or SIGINT (the issuer as its own process)."""
+        server = self._bind()
+
+        def stop(signum: int, frame: object) -> None:
+            # shutdown() waits for serve_forever(), which runs in this very thread
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+            self._server = None
 
     def stop(self) -> None:
         if self._server is None:
@@ -96,7 +166,7 @@ class OAuthIssuer:
     @property
     def url(self) -> str:
         assert self._server is not None, "issuer not started"
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        return issuer_url(self._server.server_address[1])
 
     @property
     def authorize_url(self) -> str:
@@ -122,6 +192,7 @@ class OAuthIssuer:
             for grant in self._state.grants.values():
                 if grant.subject == subject:
                     grant.revoked = True
+            self._save()
 
     def refreshes(self) -> int:
         """Refresh-token grants answered with a new token."""
@@ -138,12 +209,41 @@ class OAuthIssuer:
         with self._lock:
             return self._issue(_Grant(subject, secrets.token_urlsafe(24)))
 
+    # ------------------------------------------------------------ the state file (under the lock)
+    def _save(self) -> None:
+        """Grants and live access tokens to `state_file` (atomically, owner-only)."""
+        if self.state_file is None:
+            return
+        now = time.time()
+        st = self._state
+        data = {
+            "grants": [{"subject": g.subject, "refresh_token": g.refresh_token,
+                        "revoked": g.revoked} for g in st.grants.values()],
+            "access": {token: [grant.refresh_token, exp] for token, (grant, exp)
+                       in st.access.items() if exp > now and grant.refresh_token in st.grants},
+        }
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out)
+        tmp.replace(self.state_file)
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        st = self._state
+        for item in data["grants"]:
+            grant = _Grant(str(item["subject"]), str(item["refresh_token"]), bool(item["revoked"]))
+            st.grants[grant.refresh_token] = grant
+        for token, (refresh, exp) in data["access"].items():
+            if refresh in st.grants:
+                st.access[str(token)] = (st.grants[refresh], float(exp))
+
     # ------------------------------------------------------------ protocol (under the lock)
     def _issue(self, grant: _Grant) -> dict[str, object]:
         st = self._state
         st.grants[grant.refresh_token] = grant
         access = secrets.token_urlsafe(24)
         st.access[access] = (grant, time.time() + st.token_lifetime)
+        self._save()
         return {"access_token": access, "token_type": "Bearer", "expires_in": st.token_lifetime,
                 "refresh_token": grant.refresh_token, "scope": SCOPE}
 
@@ -185,6 +285,7 @@ class OAuthIssuer:
                 grant = st.grants.pop(form.get("refresh_token", ""), None)
                 if grant is None or grant.revoked:
                     st.refused_refreshes += 1
+                    self._save()
                     return 400, {"error": "invalid_grant",
                                  "error_description": "the refresh token was revoked"}
                 st.refreshes += 1
@@ -256,3 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self.owner.introspect(form.get("token", "")))
         else:
             self._send(404)
+
+
+def issuer_url(port: int) -> str:
+    """The base URL of an issuer listening on loopback `port`."""
+    return f"http://{LOOPBACK}:{port}"
+

@@ -23,7 +23,7 @@ from .mail import (
     require_mail_binaries,
     wait_for_rcpt,
 )
-from .oauth_issuer import OAuthIssuer
+from .oauth_issuer import IssuerAddress, IssuerEndpoints, OAuthIssuer
 from .ports import LOOPBACK, free_port
 from .process import ServerProcess, ensure_ports_free, stop_all
 from .synapse import (
@@ -45,7 +45,9 @@ class MailStack:
     Ports (attributes): `imap_port` (STARTTLS), `imaps_port`, `lmtp_port`, `smtp_port`
     (no auth, for test delivery), `submission_port` (AUTH via Dovecot, STARTTLS offered).
     `ca_file` is the CA that signed the servers' certificate. `users` maps local part to
-    password; addresses are `<local>@<domain>`.
+    password; addresses are `<local>@<domain>`. OAuth bearer tokens are checked at `issuer`, an
+    issuer in this process on a free port started with the servers, unless `issuer_url` names one
+    running elsewhere (the demo's issuer process); `issuer_endpoints` is whichever Dovecot asks.
     """
 
     host = LOOPBACK
@@ -57,6 +59,7 @@ class MailStack:
         *,
         ports: MailPorts | None = None,
         domain: str = DEFAULT_DOMAIN,
+        issuer_url: str | None = None,
     ) -> None:
         require_mail_binaries()
         if os.geteuid() != 0:
@@ -70,7 +73,13 @@ class MailStack:
         self.tls = ensure_tls(self.layout.tls, [f"mail.{domain}"])
         # the mail provider's sign-in service; Dovecot asks it about every OAuth bearer token
         self.issuer = OAuthIssuer()
-        self.dovecot = Dovecot(self.layout, self.ports, domain, self.users, self.tls, self.issuer)
+        self._own_issuer = issuer_url is None
+        self.issuer_endpoints: IssuerEndpoints = (
+            self.issuer if issuer_url is None else IssuerAddress(issuer_url)
+        )
+        self.dovecot = Dovecot(
+            self.layout, self.ports, domain, self.users, self.tls, self.issuer_endpoints
+        )
         self.postfix = Postfix(self.layout, self.ports, domain, self.users, self.tls)
         self._blocks: dict[str, str] = {}
 
@@ -126,7 +135,8 @@ class MailStack:
     def start(self) -> None:
         """Write configs and start both servers (no-op for ones already running)."""
         try:
-            self.issuer.start()
+            if self._own_issuer:
+                self.issuer.start()
             self.dovecot.write_config()
             self.postfix.write_config()
             self.dovecot.start()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from email.message import EmailMessage
+import hashlib
 import imaplib
 import json
 import os
 from pathlib import Path
+import secrets
 import shutil
 import smtplib
 import ssl
 import time
+import urllib.error
+from urllib.parse import parse_qs, urlencode, urlsplit
 import urllib.request
 import uuid
 
@@ -20,8 +25,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from devstack.errors import ServerStartError
+from devstack.issuer_service import IssuerService
 from devstack.mail import MailPorts
-from devstack.ports import free_ports, port_accepts
+from devstack.oauth_issuer import CLIENT_ID, CLIENT_SECRET, IssuerAddress
+from devstack.ports import free_port, free_ports, port_accepts
 from devstack.stack import MailStack, Synapse
 from tests.helpers.harness import BridgeSetup
 
@@ -200,6 +207,54 @@ def test_synapse_answers_and_registers_users(
     assert whoami["user_id"] == "@letterboxbot:localhost"
     # the same list again (the bridges' and their double-puppeting registrations): no restart
     assert synapse_factory(list(synapse.registrations)) is synapse  # started once per session
+
+
+# ---------------------------------------------------------------- oauth issuer process
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _post_form(url: str, form: dict[str, str]) -> dict[str, object]:
+    with urllib.request.urlopen(url, urlencode(form).encode(), timeout=10) as resp:
+        result: dict[str, object] = json.loads(resp.read())
+        return result
+
+
+def _sign_in(issuer: IssuerAddress, subject: str) -> str:
+    """The browser and the client at `issuer` (code with PKCE); returns an access token."""
+    verifier = secrets.token_urlsafe(32)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    redirect = "http://127.0.0.1/callback"
+    query = urlencode({"response_type": "code", "client_id": CLIENT_ID, "redirect_uri": redirect,
+                       "state": "s", "code_challenge": challenge.decode(),
+                       "code_challenge_method": "S256"})
+    request = urllib.request.Request(f"{issuer.authorize_url}?{query}", headers={
+        "Authorization": "Basic " + base64.b64encode(f"{subject}:x".encode()).decode()})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.build_opener(_NoRedirect).open(request, timeout=10)
+    answer.value.close()
+    assert answer.value.code == 302
+    code = parse_qs(urlsplit(answer.value.headers["Location"]).query)["code"][0]
+    tokens = _post_form(issuer.token_url, {
+        "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
+        "code_verifier": verifier, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    return str(tokens["access_token"])
+
+
+def test_the_issuer_process_keeps_its_grants_across_a_restart(tmp_path: Path) -> None:
+    service = IssuerService(tmp_path, free_port())
+    service.start()
+    try:
+        token = _sign_in(service.address, "carol@test.local")
+        service.stop()
+        assert not port_accepts(service.port)
+        service.start()
+        answer = _post_form(service.address.introspection_url, {"token": token})
+        assert answer["active"] is True and answer["username"] == "carol@test.local"
+    finally:
+        service.stop()
+    assert not service.process.pid_file.exists()
 
 
 # ---------------------------------------------------------------- postgres
