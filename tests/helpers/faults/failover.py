@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+import re
 import time
 from typing import Any
 
@@ -97,15 +100,17 @@ async def start_fleet(ctx: FaultContext, workers: int, lease_s: float) -> Fleet:
     return Fleet(ctx, processes, ids, lease_s, peer, Tokens.fresh())
 
 
-async def add_mailboxes(fleet: Fleet, count: int, concurrency: int = 4) -> None:
-    """`count` users, each logged in to a mailbox of their own, with the correspondent's room
-    made by a first mail and joined."""
+async def add_mailboxes(fleet: Fleet, count: int, concurrency: int = 4,
+                        mailboxes: list[tuple[str, str]] | None = None) -> None:
+    """`count` users, each logged in to a mailbox of their own (`mailboxes`, address and
+    password, or new ones), with the correspondent's room made by a first mail and joined."""
     ctx, gate = fleet.ctx, asyncio.Semaphore(concurrency)
+    if mailboxes is None:  # one at a time: adding a mailbox rewrites the servers' configs
+        mailboxes = [await ctx.new_mailbox() for _ in range(count)]
 
-    async def one() -> Mailbox:
+    async def one(mailbox: tuple[str, str]) -> Mailbox:
         async with gate:
             user = await ctx.new_user()
-            mailbox = await ctx.new_mailbox()
             await log_in(ctx, fleet.workers[0], user, mailbox)
             box = Mailbox(user, mailbox[0])
             token = fleet.token()
@@ -115,7 +120,7 @@ async def add_mailboxes(fleet: Fleet, count: int, concurrency: int = 4) -> None:
             await wait_for_text(user, box.room, token, 60)
             return box
 
-    fleet.mailboxes += await asyncio.gather(*(one() for _ in range(count)))
+    fleet.mailboxes += await asyncio.gather(*(one(m) for m in mailboxes[:count]))
 
 
 @dataclass(slots=True)
@@ -126,6 +131,7 @@ class Failover:
     killed: str
     moved: int  # users the killed worker held
     leases_s: float  # kill -> every one of its users leased by a live worker
+    connected_s: float  # kill -> every one of its mailboxes connected by a live worker
     served_s: float  # kill -> a mail sent at the kill reached every one of its mailboxes' rooms
     verdicts: list[Verdict]
 
@@ -146,7 +152,7 @@ async def kill_one(fleet: Fleet, victim: int = -1, timeout: float = 120) -> Fail
     theirs = {u for u, w in holders.items() if w == killed}
     assert theirs, f"{killed} holds no user: {holders}"
     await asyncio.to_thread(process.kill)
-    killed_at = time.monotonic()
+    killed_at, killed_wall = time.monotonic(), time.time()
     sent: dict[str, str] = {}  # room -> token
 
     async def mail_one(box: Mailbox) -> None:
@@ -169,9 +175,33 @@ async def kill_one(fleet: Fleet, victim: int = -1, timeout: float = 120) -> Fail
 
     await asyncio.gather(*(wait_one(box) for box in fleet.mailboxes))
     served_s = max(arrived[u] for u in theirs)
+    addresses = {box.address for box in fleet.mailboxes if box.user.user_id in theirs}
+    survivors = [p.log_file for p in fleet.workers if p is not process]
+    sessions = await asyncio.to_thread(_sessions_since, survivors, killed_wall)
+    missing = addresses - set(sessions)
+    assert not missing, f"no IMAP session logged for {sorted(missing)[:5]}"
+    connected_s = max(sessions[a] for a in addresses) - killed_wall
     await wait_for_mail_token(fleet.ctx.mail, fleet.peer, "INBOX", fleet.tokens, reply, "ft", timeout)
     verdicts = await count(fleet, sent, reply)
-    return Failover(killed, len(theirs), leases_s, served_s, verdicts)
+    return Failover(killed, len(theirs), leases_s, connected_s, served_s, verdicts)
+
+
+_SESSION = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*IMAP session for (\S+) established")
+
+
+def _sessions_since(logs: list[Path], since: float) -> dict[str, float]:
+    """Address -> when a worker's log first says its IMAP session was established after `since`
+    (the bridge's log time stamps are local wall-clock time)."""
+    first: dict[str, float] = {}
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            match = _SESSION.match(line)
+            if match is None:
+                continue
+            at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if at >= since:
+                first[match[2]] = min(at, first.get(match[2], at))
+    return first
 
 
 async def count(fleet: Fleet, sent: dict[str, str], reply: str) -> list[Verdict]:
