@@ -9,9 +9,12 @@ takeover takes seconds.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+import os
 from pathlib import Path
 import random
+import signal
 import uuid
 
 import pytest
@@ -19,7 +22,14 @@ import pytest
 from devstack.postgres import PostgresServer, create_database, drop_database
 from devstack.stack import MailStack, Synapse
 from tests.helpers.faults.context import FaultContext
-from tests.helpers.faults.failover import add_mailboxes, kill_one, start_fleet
+from tests.helpers.faults.failover import (
+    add_mailboxes,
+    count,
+    kill_one,
+    mail_all,
+    start_fleet,
+)
+from tests.helpers.faults.observe import wait_for_text
 from tests.helpers.harness import BridgeSetup
 
 pytestmark = pytest.mark.servers
@@ -61,3 +71,29 @@ async def test_a_killed_workers_logins_are_served_by_the_other_exactly_once(
           f"{result.served_s:.1f} s")
     assert result.connected_s < LEASE_S
     assert (result.lost, result.duplicated) == (0, 0), [v.details() for v in result.verdicts]
+
+
+async def test_a_frozen_worker_stops_acting_and_its_logins_come_back_exactly_once(
+        pg_context: FaultContext) -> None:
+    """A worker stopped (SIGSTOP) for longer than its leases: the other takes its logins over;
+    woken, it finds it could not renew in time, stops acting for them, and gets its share back
+    from the other (rebalancing). The mail of both moves arrives once, in order."""
+    fleet = await start_fleet(pg_context, workers=2, lease_s=LEASE_S)
+    await add_mailboxes(fleet, LOGINS)
+    await fleet.wait_for_holders(lambda h: set(h.values()) == set(fleet.ids), 30)
+    frozen = fleet.workers[1].process
+    assert frozen is not None
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        during = await mail_all(fleet)
+        await fleet.wait_for_holders(lambda h: set(h.values()) == {"worker-0"}, 30)
+        await asyncio.gather(*(wait_for_text(box.user, box.room, during[box.room], 60)
+                               for box in fleet.mailboxes))
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    await fleet.wait_for_holders(lambda h: list(h.values()).count("worker-1") == LOGINS // 2, 30)
+    assert "could not renew" in fleet.workers[1].log_file.read_text()
+    after = await mail_all(fleet)
+    sent = {room: [during[room], after[room]] for room in during}
+    verdicts = await count(fleet, sent)
+    assert all(v.clean for v in verdicts), [v.details() for v in verdicts]
