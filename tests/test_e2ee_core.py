@@ -7,13 +7,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 import uuid
 
+from aiohttp.test_utils import TestClient, TestServer
 from mautrix.types import EventType, RoomID, UserID
 from nio import RoomMessage, RoomMessageText
 import pytest
 
+from bridge.__main__ import load_config
+from bridge.connectors import load_connector
 from bridge.core.bridge import Bridge
+from bridge.core.intake import Intake
 from bridge.core.part_sender import part_txn_id
 from bridge.core.sending import TXN_KEY
 from bridge.db import PendingPart
@@ -22,7 +27,7 @@ from bridge.network.events import ConvertedPart
 from devstack.e2ee_client import ENCRYPTION_STATE, E2EEUser
 from devstack.matrix_client import MatrixTestClient
 from devstack.stack import Synapse
-from tests.helpers.harness import BridgeSetup, start_bridge
+from tests.helpers.harness import LOOPBACK, BridgeSetup, start_bridge
 from tests.helpers.loopback_connector import PASSWORD, LoopbackClient
 
 pytestmark = pytest.mark.servers
@@ -290,3 +295,42 @@ async def test_a_new_device_of_the_user_reads_the_portal_after_a_restart(
         await bridge.stop()
         await first.close()
         await second.close()
+
+
+async def test_encryption_data_that_arrives_while_encryption_starts_is_handed_over_after(
+    e2ee_config: Path,
+) -> None:
+    """Room keys travel in transactions: one taken while the crypto layer is still starting is
+    stored at once and its to-device part given to the crypto layer, in order, once it runs."""
+    bridge = await start_bridge(e2ee_config)
+    handed: list[str] = []
+
+    async def crypto_layer(body: dict[str, Any]) -> None:
+        handed.append(body["de.sorunome.msc2409.to_device"][0]["content"]["n"])
+
+    intake = Intake(str(bridge.config["appservice.hs_token"]), bridge.inbox, lambda: None)
+    intake.extras_expected = True  # as while Bridge.start runs, encryption configured
+    headers = {"Authorization": f"Bearer {bridge.config['appservice.hs_token']}"}
+
+    def txn(n: str) -> dict[str, Any]:
+        return {"events": [], "de.sorunome.msc2409.to_device": [
+            {"type": "org.example.probe", "sender": bridge.bot_mxid, "content": {"n": n}}]}
+
+    async with TestClient(TestServer(intake.app)) as homeserver:
+        for n in ("1", "2"):
+            resp = await homeserver.put(f"/_matrix/app/v1/transactions/early-{n}", json=txn(n),
+                                        headers=headers)
+            assert resp.status == 200
+        assert handed == []
+        await intake.set_extras_handler(crypto_layer)
+        assert handed == ["1", "2"]
+        resp = await homeserver.put("/_matrix/app/v1/transactions/later", json=txn("3"),
+                                    headers=headers)
+        assert resp.status == 200 and handed == ["1", "2", "3"]
+    await bridge.stop()
+
+
+def test_a_bridge_with_encryption_keeps_early_encryption_data(e2ee_config: Path) -> None:
+    connector = load_connector(LOOPBACK)
+    bridge = Bridge(load_config(e2ee_config, connector), connector)
+    assert bridge.intake.extras_expected and bridge.intake.extras_handler is None

@@ -193,6 +193,7 @@ class Bridge:
                 bot=lambda: self.bot, is_bridge_puppet=self.is_bridge_puppet,
                 shared_rooms=self._rooms_shared_with,
             )
+            self.intake.extras_expected = True  # until encryption has started (or given up)
         self.encrypt_new_rooms = bool(config["encryption.allow"] and config["encryption.default"])
         self._runner: web.AppRunner | None = None
         self._provisioning_runner: web.AppRunner | None = None
@@ -293,6 +294,7 @@ class Bridge:
             await enc.start(self.db, self._session)
         except EncryptionUnavailable as e:
             log.error("Encryption is unavailable, running without it: %s", e)
+            self.intake.drop_extras()
             self.encryption = None
             self.encrypt_new_rooms = False
             return
@@ -302,7 +304,7 @@ class Bridge:
         async def extras(body: dict[str, Any]) -> None:
             await enc.handle_transaction(CryptoExtras.from_transaction(body))
 
-        self.intake.extras_handler = extras
+        await self.intake.set_extras_handler(extras)
 
     def _probe_result(self, problem: str | None) -> None:
         if problem:

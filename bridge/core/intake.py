@@ -7,6 +7,7 @@ are stored in the database, so a crash or a database outage makes the homeserver
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 import hashlib
 import hmac
@@ -23,6 +24,9 @@ from .public_web import PublicWeb
 log = logging.getLogger("letterbox.intake")
 
 PREFIX = "/_matrix/app/v1"
+# Transactions kept for the crypto layer while it starts; beyond this many the homeserver is
+# asked to send again.
+MAX_EARLY_TRANSACTIONS = 1000
 
 # Receives each transaction's body before its events are stored: to-device events, device-list
 # changes and one-time-key counts (MSC2409/MSC3202) go to the crypto layer this way.
@@ -101,6 +105,13 @@ class Intake:
         self.refused = 0
         self._refusals = RefusalLog(log)
         self.extras_handler: ExtrasHandler | None = None
+        # Set while the bridge expects an extras handler that is not there yet (encryption still
+        # starting): the transactions' bodies are kept in memory and handed over, in order, when
+        # the handler comes (before the processor starts), so room keys sent during start-up are
+        # not dropped. (A 503 instead would put the homeserver into its retry back-off.)
+        self.extras_expected = False
+        self._early: list[dict[str, Any]] = []
+        self._extras_lock = asyncio.Lock()  # to-device events are handled in arrival order
 
     @web.middleware
     async def _auth_middleware(
@@ -125,6 +136,28 @@ class Intake:
             return _error(403, "M_FORBIDDEN", "Invalid hs_token (use the Authorization header)")
         return await handler(request)
 
+    async def set_extras_handler(self, handler: ExtrasHandler) -> None:
+        """Install the handler and give it what arrived before it, in order."""
+        async with self._extras_lock:
+            early, self._early = self._early, []
+            if early:
+                log.info("Handing %d transactions of the start-up to the crypto layer", len(early))
+            for body in early:
+                await self._hand_over("(start-up)", body, handler)
+            self.extras_handler = handler
+
+    def drop_extras(self) -> None:
+        """The bridge runs without encryption after all: nothing waits for a handler."""
+        self.extras_expected = False
+        self._early = []
+
+    @staticmethod
+    async def _hand_over(txn_id: str, body: dict[str, Any], handler: ExtrasHandler) -> None:
+        try:
+            await handler(body)
+        except Exception:
+            log.exception("Could not hand the encryption data of transaction %s on", txn_id)
+
     async def _ping(self, request: web.Request) -> web.Response:
         self.pings += 1
         return web.json_response({})
@@ -142,13 +175,15 @@ class Intake:
         if problem:
             log.warning("Refused transaction %s: %s", txn_id, problem)
             return _error(400, "M_BAD_JSON", problem)
-        if self.extras_handler is not None:
-            # Before the events are stored: a room key that arrives with the message it opens
-            # is in the crypto store by the time the processor decrypts the message.
-            try:
-                await self.extras_handler(body)
-            except Exception:
-                log.exception("Could not hand the encryption data of transaction %s on", txn_id)
+        async with self._extras_lock:
+            if self.extras_handler is not None:
+                # Before the events are stored: a room key that arrives with the message it
+                # opens is in the crypto store by the time the processor decrypts the message.
+                await self._hand_over(txn_id, body, self.extras_handler)
+            elif self.extras_expected:
+                if len(self._early) >= MAX_EARLY_TRANSACTIONS:
+                    return _error(503, "M_UNKNOWN", "Starting: encryption is not ready yet")
+                self._early.append(body)
         events = [self._scrub(e) for e in body.get("events", [])]
         ephemeral = body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []
         for index, edu in enumerate(e for e in ephemeral if isinstance(e, dict)):
