@@ -101,6 +101,14 @@ class MemorySink:
         return message_id in self.known
 
 
+class SeenRecorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    async def seen_elsewhere(self, folder: str, uidvalidity: int, uids: list[int]) -> None:
+        self.seen += [(folder, uid) for uid in uids]
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[SyncState, str | None]] = []
@@ -689,7 +697,8 @@ async def test_secondary_folder_is_polled_while_inbox_idles(harness: Harness) ->
     account = await harness.account("alice")
     await harness.append("alice", "Lists", make_mail("<l0@x>"), create=True)
     sync, sink, checkpoints, _ = harness.engine(
-        account, folders=["INBOX", "Lists"], poll_interval_s=0.3, backfill=Backfill(max_age_days=None, max_messages=0)
+        account, folders=["INBOX", "Lists"], poll_interval_s=0.3, use_notify=False,
+        backfill=Backfill(max_age_days=None, max_messages=0)
     )
     await sync.start()
     await wait_until(lambda: len(checkpoints.data) == 2, 5, "the first sync of both folders")
@@ -735,3 +744,83 @@ async def test_polling_without_idle_picks_up_new_mail(
     with caplog.at_level(logging.INFO, logger=sync_module.log.name):
         await sync.stop()
     assert_stopped_by_itself(sync, caplog)
+
+
+async def test_other_folders_are_announced_by_notify_without_polling(harness: Harness) -> None:
+    """With NOTIFY, a mail put into a second folder by another client arrives within seconds
+    although the poll interval is an hour."""
+    account = await harness.account("alice")
+    await harness.append("alice", "Lists", make_mail("<n0@x>"), create=True)
+    sync, sink, checkpoints, _ = harness.engine(
+        account, folders=["INBOX", "Lists"], poll_interval_s=3600,
+        backfill=Backfill(max_age_days=None, max_messages=0),
+    )
+    await sync.start()
+    await wait_until(lambda: len(checkpoints.data) == 2, 5, "the first sync of both folders")
+    await harness.append("alice", "Lists", make_mail("<n1@x>"))
+    await wait_until(lambda: len(sink.mails) == 1, 5, "the mail announced by NOTIFY")
+    await harness.smtp("alice", make_mail("<n2@x>"), wait=False)
+    await wait_until(lambda: len(sink.mails) == 2, 5, "the INBOX mail announced by NOTIFY")
+    assert [(m.folder, mid_of(m)) for m in sink.mails] == [("Lists", "<n1@x>"), ("INBOX", "<n2@x>")]
+
+
+async def test_sent_folder_is_found_on_the_sync_session(harness: Harness) -> None:
+    account = await harness.account("bob")
+    found: list[tuple[str, str | None]] = []
+    sync, sink, checkpoints, _ = harness.engine(
+        account, special_folders=("\\Sent",), on_special=lambda flag, folder: found.append((flag, folder)),
+        poll_interval_s=3600, backfill=Backfill(max_age_days=None, max_messages=0),
+    )
+    await sync.start()
+    await wait_until(lambda: len(checkpoints.data) == 2, 5, "the first sync of INBOX and Sent")
+    assert found == [("\\Sent", "Sent")]
+    await harness.append("bob", "Sent", make_mail("<mine@x>", sender="bob@test.local"))
+    await wait_until(lambda: len(sink.mails) == 1, 5, "the mail in Sent")
+    assert sink.mails[0].folder == "Sent"
+
+
+async def test_seen_set_by_another_client_is_reported(harness: Harness) -> None:
+    account = await harness.account("carol")
+    seen = SeenRecorder()
+    sync, sink, checkpoints, _ = harness.engine(account, seen=seen)
+    await sync.start()
+    await wait_until(lambda: "INBOX" in checkpoints.data, 5, "the first sync")
+    await harness.smtp("carol", make_mail("<s0@x>"), wait=False)
+    await harness.smtp("carol", make_mail("<s1@x>"), wait=False)
+    await wait_until(lambda: len(sink.mails) == 2, 5, "both mails")
+    uid = sink.mails[1].uid
+
+    def mark_seen() -> None:
+        client = harness.stack.imap_client("carol")
+        try:
+            client.select("INBOX")
+            typ, data = client.uid("STORE", str(uid), "+FLAGS", "(\\Seen)")
+            assert typ == "OK", data
+        finally:
+            client.logout()
+
+    await asyncio.to_thread(mark_seen)
+    await wait_until(lambda: bool(seen.seen), 5, "the flag change")
+    assert seen.seen == [("INBOX", uid)]
+
+
+async def test_seen_is_reported_in_the_idle_fallback_too(harness: Harness) -> None:
+    account = await harness.account("dave")
+    seen = SeenRecorder()
+    sync, sink, checkpoints, _ = harness.engine(account, seen=seen, use_notify=False)
+    await sync.start()
+    await wait_until(lambda: "INBOX" in checkpoints.data, 5, "the first sync")
+    await harness.smtp("dave", make_mail("<f0@x>"), wait=False)
+    await wait_until(lambda: len(sink.mails) == 1, 5, "the mail")
+
+    def mark_seen() -> None:
+        client = harness.stack.imap_client("dave")
+        try:
+            client.select("INBOX")
+            client.uid("STORE", str(sink.mails[0].uid), "+FLAGS", "(\\Seen)")
+        finally:
+            client.logout()
+
+    await asyncio.to_thread(mark_seen)
+    await wait_until(lambda: bool(seen.seen), 5, "the flag change seen in IDLE")
+    assert seen.seen == [("INBOX", sink.mails[0].uid)]

@@ -20,6 +20,7 @@ from bridge.connectors.email.imap import (
     ImapProtocolError,
     mutf7,
 )
+from bridge.connectors.email.imap.changes import Changes
 from bridge.connectors.email.imap.folder_sync import message_id_of
 from bridge.connectors.email.imap.responses import (
     imap_date,
@@ -75,8 +76,28 @@ def test_parse_select() -> None:
     ]
     status = parse_select(lines)
     assert (status.uidvalidity, status.uidnext, status.exists) == (1795690897, 40, 12)
+    assert status.highestmodseq is None
+    assert parse_select([*lines[:-1], b"OK [HIGHESTMODSEQ 77] Highest", lines[-1]]).highestmodseq == 77
     with pytest.raises(ImapProtocolError):
         parse_select([b"3 EXISTS", b"Select completed"])
+
+
+def test_announcements_are_told_from_answers() -> None:
+    changes = Changes()
+    nothing = frozenset[str]()
+    changes.note(b"* 3 EXISTS", frozenset({"SELECT"}))  # describes the folder being selected
+    assert (changes.exists_seen, changes.event.is_set()) == (1, False)
+    changes.note(b"* 2 FETCH (UID 9 FLAGS (\\Seen))", frozenset({"FETCH"}))  # our own FETCH
+    changes.note(b"* STATUS Sent (UIDNEXT 5)", frozenset({"STATUS"}))  # our own STATUS
+    assert not changes.event.is_set()
+    changes.note(b"* 1 FETCH (MODSEQ (3) FLAGS (\\Seen))", nothing)
+    changes.note(b'* STATUS "Sent Items" (MESSAGES 2 UIDNEXT 3)', nothing)
+    changes.note(b"* STATUS Entw&APw-rfe (MESSAGES 1)", frozenset({"FETCH"}))
+    assert changes.event.is_set()
+    assert changes.take() == (True, {"Sent Items", "Entwürfe"})
+    assert changes.take() == (False, set()) and not changes.event.is_set()
+    changes.note(b"* 4 EXISTS", nothing)
+    assert changes.take() == (True, set()) and changes.exists_seen == 2
 
 
 def test_parse_search() -> None:

@@ -248,11 +248,30 @@ class Portal:
         await intent.redact(RoomID(target.room_id), EventID(target.mxid))
 
     async def _remote_read_receipt(self, evt: RemoteReadReceipt) -> None:
+        if evt.from_self:
+            await self._own_read_marker(evt)
+            return
         found = await self._target(evt)
         if found is None:
             return
         target, intent = found
         await intent.mark_read(RoomID(target.room_id), EventID(target.mxid))
+
+    async def _own_read_marker(self, evt: RemoteReadReceipt) -> None:
+        """The user read a message elsewhere: their read receipt and fully-read marker move to
+        its last event, set as their own account (double puppeting). Without double puppeting
+        the bridge cannot act for the user, and nothing happens."""
+        puppet = await self.bridge.double_puppet(self.login.row.user_mxid)
+        if puppet is None:
+            log.debug("Portal %s: %s read elsewhere; no double puppet to mark it", self.row.id,
+                      evt.target)
+            return
+        parts = await self.bridge.messages.parts(self.login.id, evt.target)
+        if not parts:
+            log.warning("Portal %s: read marker for unknown message %s", self.row.id, evt.target)
+            return
+        last = max(parts, key=lambda p: (len(p.part_id), p.part_id))
+        await puppet.mark_read(RoomID(last.room_id), EventID(last.mxid))
 
     async def _upload(self, intent: IntentAPI, uploads: list[MediaUpload], *, encrypted: bool
                       ) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, MediaUpload]]:

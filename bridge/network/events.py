@@ -101,6 +101,9 @@ class RemoteDelete(RemoteEvent):
 
 @dataclass(kw_only=True, slots=True)
 class RemoteReadReceipt(RemoteEvent):
+    """`sender` read `target`. With `from_self`, the logged-in user read it elsewhere: their own
+    read marker moves (only with double puppeting; else it is dropped)."""
+
     target: MessageID
 
 

@@ -51,6 +51,7 @@ from .outbound import clean_display_name, event_id_hash_from_message_id
 from .outbound.errors import ComposeError
 from .outbound.smtp_submit import SmtpAccount
 from .outbox import Outbox
+from .read_elsewhere import SeenElsewhere
 from .receive import InboundPipeline
 from .rooms import ghost_id, search_criteria, user_info
 from .send import prepare_mail
@@ -134,25 +135,22 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
 
     async def _start_sync(self) -> None:
         cfg = self.connector.config
-        account = self.imap_account()
-        folders = ["INBOX", *cfg.extra_folders]
-        if cfg.sync_sent:
-            try:
-                sent = await ImapOps(account).special_use_folder("\\Sent")
-            except ImapError as e:
-                log.warning("Could not look up the Sent folder of %s: %s", self.address, e.reason)
-                sent = None
-            if sent and sent not in folders:
-                folders.append(sent)
-            self.sent_folder = sent
+        # the Sent folder is looked up on the sync session itself (no session of its own)
         self._sync = ImapSync(
-            account, sink=InboundPipeline(self), checkpoints=self.checkpoints, listener=self,
-            folders=folders,
+            self.imap_account(), sink=InboundPipeline(self), checkpoints=self.checkpoints,
+            listener=self, folders=["INBOX", *cfg.extra_folders],
+            special_folders=("\\Sent",) if cfg.sync_sent else (), on_special=self._special_folder,
+            seen=SeenElsewhere(self),
             backfill=Backfill(max_age_days=cfg.backfill_days, max_messages=cfg.backfill_messages),
             idle_renew_s=cfg.idle_renew_s, poll_interval_s=cfg.poll_interval_s,
+            use_notify=cfg.use_notify, connect_limit=self.connector.imap_connect_limit,
         )
         await self._sync.start()
         self.outbox.start()
+
+    def _special_folder(self, flag: str, folder: str | None) -> None:
+        if flag == "\\Sent":
+            self.sent_folder = folder
 
     async def disconnect(self) -> None:
         if self.keeper is not None:

@@ -32,6 +32,8 @@ class EmailConfig:
     sync_sent: bool
     idle_renew_s: float
     poll_interval_s: float
+    use_notify: bool
+    connect_concurrency: int
     backfill_days: int
     backfill_messages: int
     max_message_bytes: int
@@ -133,6 +135,8 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         sync_sent=bool(_get(section, "imap.sync_sent", bool)),
         idle_renew_s=renew * 60,
         poll_interval_s=_positive(section, "imap.poll_interval"),
+        use_notify=bool(_get(section, "imap.notify", bool)),
+        connect_concurrency=int(_positive(section, "imap.connect_concurrency")),
         backfill_days=int(_get(section, "backfill.max_age_days", int)),
         backfill_messages=int(_get(section, "backfill.max_messages", int)),
         max_message_bytes=int(_positive(section, "limits.max_message_bytes")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 import logging
 from typing import Any
@@ -44,6 +45,14 @@ class EmailConnector(NetworkConnector):
         self.config = EmailConfig.defaults()
         self.authorizations = Authorizations()
         self.password_pages = PasswordPages(None)
+        self._imap_connect_limit: asyncio.Semaphore | None = None
+
+    @property
+    def imap_connect_limit(self) -> asyncio.Semaphore:
+        """Shared by every mailbox: at most `imap.connect_concurrency` log in at once."""
+        if self._imap_connect_limit is None:
+            self._imap_connect_limit = asyncio.Semaphore(self.config.connect_concurrency)
+        return self._imap_connect_limit
 
     @property
     def bridge(self) -> BridgeAPI:
@@ -70,6 +79,7 @@ class EmailConnector(NetworkConnector):
     async def start(self, bridge: BridgeAPI, config: dict[str, Any]) -> None:
         self._bridge = bridge
         self.config = parse_config(config)
+        self._imap_connect_limit = None
         bridge.add_public_route("GET", CALLBACK_PATH, CallbackPage(self.authorizations).handle)
         self.password_pages = PasswordPages(origin_of(bridge.public_url("")))
         bridge.add_public_route("GET", PAGE_PATH, self.password_pages.show)

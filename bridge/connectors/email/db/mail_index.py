@@ -78,6 +78,18 @@ class MailIndexTable:
                 return str(row["portal_id"])
         return None
 
+    async def at_places(self, login_id: str, folder: str, uids: list[int]) -> list[MailIndexRow]:
+        """The indexed mails stored in `folder` under these UIDs."""
+        found: list[MailIndexRow] = []
+        for uid in uids:
+            row = await self.db.fetchrow(
+                f"SELECT {_COLUMNS} FROM email_mail WHERE login_id=$1 AND folder=$2 AND uid=$3",
+                login_id, folder, uid,
+            )
+            if row:
+                found.append(MailIndexRow.from_record(row))
+        return found
+
     async def places_up_to(self, login_id: str, portal_id: str, sent_at: int) -> dict[str, list[int]]:
         """Folder -> UIDs of the room's mails sent at or before `sent_at` (those with a place)."""
         rows = await self.db.fetch(

@@ -23,7 +23,7 @@ from .errors import (
 )
 from .ops import AppendResult, ImapOps
 from .policy import Backfill, DeliveryRetry
-from .sink import FetchedMail, MailSink
+from .sink import FetchedMail, MailSink, SeenListener
 from .state import StateListener, SyncState
 from .sync import ImapSync
 
@@ -48,6 +48,7 @@ __all__ = [
     "ImapProtocolError",
     "ImapSync",
     "MailSink",
+    "SeenListener",
     "StateListener",
     "SyncState",
     "check_login",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 import ipaddress
 import ssl
 
@@ -58,5 +59,11 @@ class ImapAccount:
             raise ImapConfigError("the IMAP timeout must be positive")
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A verifying client context (hostname and chain checked)."""
-        return ssl.create_default_context(cafile=self.ca_file)
+        """A verifying client context (hostname and chain checked), shared by every session
+        with the same trust: loading the system trust store costs a few hundred KiB each time."""
+        return _verifying_context(self.ca_file)
+
+
+@lru_cache(maxsize=8)
+def _verifying_context(ca_file: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)

@@ -14,7 +14,7 @@ class Backoff:
     initial_s: float = 1.0
     max_s: float = 300.0
     factor: float = 2.0
-    rng: random.Random = field(default_factory=random.Random, repr=False)
+    rng: random.Random = field(default=random.Random(), repr=False)  # one for all: 2.5 KiB each
     attempts: int = 0
 
     def __post_init__(self) -> None:

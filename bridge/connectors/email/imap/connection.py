@@ -12,7 +12,6 @@ import base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 import logging
-import re
 import socket
 import ssl
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ import aioimaplib
 
 from ..sasl import BearerUnavailable, choose_mechanism, failure_reply, initial_response
 from .account import ImapAccount
+from .changes import Changes
 from .errors import (
     ImapAuthFailed,
     ImapCertificateError,
@@ -68,21 +68,27 @@ def _enable_keepalive(sock: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
-_EXISTS_LINE = re.compile(rb"^\* \d+ EXISTS\b", re.I)
+# aioimaplib does not know NOTIFY (RFC 5465); like SELECT, it is answered before anything else runs
+aioimaplib.Commands.setdefault(
+    "NOTIFY", aioimaplib.Cmd("NOTIFY", (aioimaplib.AUTH, aioimaplib.SELECTED), aioimaplib.Exec.is_sync)
+)
+_NOTHING = frozenset[str]()
+_SELECTING = frozenset({"SELECT"})
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
-    """Counts untagged EXISTS responses: aioimaplib drops those that arrive during other
-    commands (e.g. UID SEARCH), and a new-mail signal must never be missed."""
+    """Shows every untagged response to `on_untagged` first: aioimaplib drops those that arrive
+    during other commands (e.g. an EXISTS during UID SEARCH) and those that arrive while no
+    command runs (NOTIFY's), and a new-mail signal must never be missed."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         conn_lost_cb: Callable[[Exception | None], None] | None,
-        on_exists: Callable[[], None],
+        on_untagged: Callable[[bytes, frozenset[str]], None],
     ) -> None:
         super().__init__(loop, conn_lost_cb)
-        self._on_exists = on_exists
+        self._on_untagged = on_untagged
 
     #: answer to a SASL error challenge during AUTHENTICATE (set while a bearer login runs)
     sasl_failure_reply: str | None = None
@@ -96,14 +102,20 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         super()._continuation(line)
 
     def _untagged_response(self, line: bytes) -> aioimaplib.Command:
-        if _EXISTS_LINE.match(line):
-            self._on_exists()
+        pending = self.pending_sync_command
+        if pending is not None and pending.name in ("SELECT", "EXAMINE"):
+            answering = _SELECTING
+        else:
+            answering = frozenset(self.pending_async_commands) if self.pending_async_commands else _NOTHING
+        self._on_untagged(line, answering)
+        if pending is None and not self.pending_async_commands:
+            return None  # unsolicited (NOTIFY, or between commands): taken in by on_untagged
         return super()._untagged_response(line)
 
 
 class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
-    def __init__(self, *, on_exists: Callable[[], None], **kwargs: Any) -> None:
-        self._on_exists = on_exists
+    def __init__(self, *, on_untagged: Callable[[bytes, frozenset[str]], None], **kwargs: Any) -> None:
+        self._on_untagged = on_untagged
         super().__init__(**kwargs)
 
     def create_client(
@@ -115,7 +127,7 @@ class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = _Protocol(local_loop, conn_lost_cb, self._on_exists)
+        self.protocol = _Protocol(local_loop, conn_lost_cb, self._on_untagged)
         self._client_task = local_loop.create_task(
             local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
         )
@@ -124,8 +136,9 @@ class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
 class ImapConnection:
     """An authenticated IMAP session. Create with `await ImapConnection.open(account)`.
 
-    `exists_seen` counts the server's EXISTS notifications (new-mail signals) on this session;
-    compare it before and after a catch-up to know whether more mail arrived meanwhile.
+    `changes` collects what the server announced on its own (see `Changes`); `exists_seen`
+    counts its EXISTS lines: compare it before and after a catch-up to know whether more mail
+    arrived meanwhile.
     """
 
     def __init__(self, account: ImapAccount) -> None:
@@ -136,7 +149,7 @@ class ImapConnection:
         self._broken = False
         self._closed = False
         self._idle_task: asyncio.Future[aioimaplib.Response] | None = None
-        self.exists_seen = 0
+        self.changes = Changes()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -164,6 +177,18 @@ class ImapConnection:
     @property
     def supports_idle(self) -> bool:
         return "IDLE" in self.capabilities
+
+    @property
+    def supports_notify(self) -> bool:
+        return "NOTIFY" in self.capabilities
+
+    @property
+    def supports_condstore(self) -> bool:
+        return "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities
+
+    @property
+    def exists_seen(self) -> int:
+        return self.changes.exists_seen
 
     async def close(self) -> None:
         """LOGOUT if the session is healthy (bounded wait), then close the socket. Idempotent."""
@@ -197,8 +222,8 @@ class ImapConnection:
         elif not self._client._client_task.done():
             self._client._client_task.cancel()
 
-    def _note_exists(self) -> None:
-        self.exists_seen += 1
+    def _note_untagged(self, line: bytes, answering: frozenset[str]) -> None:
+        self.changes.note(line, answering)
 
     def _on_connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
@@ -238,7 +263,7 @@ class ImapConnection:
         except (OSError, ssl.SSLError) as exc:
             raise ImapConfigError(f"cannot load the CA file {acc.ca_file!r} ({exc})") from exc
         self._client = _Client(
-            on_exists=self._note_exists,
+            on_untagged=self._note_untagged,
             host=acc.host,
             port=acc.port,
             timeout=acc.timeout,
@@ -487,12 +512,71 @@ class ImapConnection:
             )
         return parse_appenduid(resp.lines)
 
+    async def enable_condstore(self) -> None:
+        """ENABLE CONDSTORE (RFC 7162): SELECT then reports HIGHESTMODSEQ. Right after login."""
+        resp = await self._race(
+            self._c.protocol.simple_command("ENABLE", "CONDSTORE"), "ENABLE",
+            timeout=self.account.timeout,
+        )
+        self._check_ok(resp, "ENABLE CONDSTORE")
+
+    async def notify(self, others: Sequence[str]) -> None:
+        """NOTIFY SET (RFC 5465): from now on the server announces, at any time, new mail,
+        expunges and flag changes of the selected folder (EXISTS/EXPUNGE/FETCH) and of the
+        folders `others` (STATUS; with STATUS it first reports each of them). A folder that
+        is also selected must not be among `others`: Dovecot then announces nothing of it."""
+        events = "(MessageNew MessageExpunge FlagChange)"
+        specs = [f"(selected {events})"]
+        if others:
+            names = " ".join(quote_folder(f) for f in others)
+            specs.append(f"(mailboxes ({names}) {events})")
+        cmd = aioimaplib.Command(
+            "NOTIFY", self._c.protocol.new_tag(), "SET", "STATUS", *specs,
+            loop=self._c.protocol.loop,
+        )
+        resp = await self._race(self._c.protocol.execute(cmd), "NOTIFY",
+                                timeout=self.account.timeout)
+        self._check_ok(resp, "NOTIFY")
+
+    async def noop(self) -> None:
+        resp = await self._race(self._c.noop(), "NOOP", timeout=self.account.timeout)
+        self._check_ok(resp, "NOOP")
+
+    async def wait_changes(self, timeout: float, wake: asyncio.Event) -> bool:
+        """Wait (without IDLE: under NOTIFY the server announces changes at any time) until the
+        server announces a change, `wake` is set or `timeout` passes; True for a change. A
+        NOOP after `timeout` keeps the session from being logged out as inactive."""
+        waiters = {asyncio.ensure_future(e.wait()) for e in (self.changes.event, wake, self._lost)}
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._lost.is_set():
+            raise ImapConnectionLost(self._lost_reason)
+        if self.changes.event.is_set():
+            return True
+        if not wake.is_set():
+            await self.noop()
+        return self.changes.event.is_set()
+
+    async def changed_flags(self, modseq: int) -> list[FetchRecord]:
+        """UID and FLAGS of the selected folder's messages changed since `modseq` (CONDSTORE)."""
+        resp = await self._race(
+            self._c.uid("fetch", "1:*", f"(UID FLAGS) (CHANGEDSINCE {modseq})"), "UID FETCH"
+        )
+        self._check_ok(resp, "UID FETCH CHANGEDSINCE")
+        return parse_fetch(resp.lines)
+
     async def idle(self, timeout: float, wake: asyncio.Event | None = None) -> bool:
         """IDLE on the selected folder.
 
-        Returns True when the server reports new messages (EXISTS), False when `timeout`
-        passes or `wake` is set. Either way IDLE is ended (DONE) before returning.
+        Returns True when the server announces a change (new mail, an expunge, a flag change;
+        see `changes`), False when `timeout` passes or `wake` is set. Either way IDLE is ended
+        (DONE) before returning.
         """
+        if self.changes.event.is_set():
+            return True  # announced between commands
         client = self._c
         queue = client.protocol.idle_queue
         while not queue.empty():
@@ -528,10 +612,10 @@ class ImapConnection:
                     if any(bytes(line).upper().startswith(b"BYE") for line in lines):
                         said = bytes(lines[0]).decode(errors="replace")
                         raise ImapConnectionLost(f"the server is closing the session ({said})")
-                    if any(bytes(line).upper().endswith(b" EXISTS") for line in lines):
+                    if self.changes.event.is_set():
                         new_mail = True
                         break
-                    continue  # keep-alives ("OK Still here"), flag changes, expunges
+                    continue  # keep-alives ("OK Still here")
                 break  # woken or timed out
         except BaseException:
             self._broken = True

@@ -15,7 +15,7 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .connection import ImapConnection
 from .policy import Backfill, DeliveryRetry
 from .responses import FetchRecord, MailboxStatus, imap_date
-from .sink import FetchedMail, MailSink
+from .sink import FetchedMail, MailSink, SeenListener
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class FolderSyncer:
         batch_size: int = 50,
         batch_bytes: int = 20_000_000,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        seen: SeenListener | None = None,
     ) -> None:
         self._sink = sink
         self._checkpoints = checkpoints
@@ -73,6 +74,9 @@ class FolderSyncer:
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._now = now
+        self._seen = seen
+        # folder -> (UIDVALIDITY, HIGHESTMODSEQ) up to which flag changes were looked at
+        self._modseq: dict[str, tuple[int, int]] = {}
 
     async def sync(self, conn: ImapConnection, folder: str) -> int:
         """Select `folder` and deliver whatever is due; returns the number of mails handed over.
@@ -85,6 +89,9 @@ class FolderSyncer:
         while True:
             status = await conn.select(folder)
             announced = conn.exists_seen
+            if status.highestmodseq is not None and folder not in self._modseq:
+                # flag changes are looked for from the first look at the folder on
+                self._modseq[folder] = (status.uidvalidity, status.highestmodseq)
             checkpoint = await self._checkpoints.get(folder)
             if checkpoint is None:
                 delivered += await self._first_sync(conn, folder, status)
@@ -95,6 +102,7 @@ class FolderSyncer:
             found, handed = await self._catch_up(conn, folder, status, checkpoint)
             delivered += handed
             if found == 0 and conn.exists_seen == announced:
+                await self._flag_changes(conn, folder, status)
                 return delivered
 
     async def backfill_older(self, conn: ImapConnection, folder: str, count: int,
@@ -205,6 +213,20 @@ class FolderSyncer:
         )
         await self._finish(conn, folder, status, everything)
         return delivered
+
+    async def _flag_changes(self, conn: ImapConnection, folder: str, status: MailboxStatus) -> None:
+        """Report mails marked \\Seen since the folder was last looked at (one UID FETCH
+        CHANGEDSINCE, only when HIGHESTMODSEQ moved)."""
+        if self._seen is None or status.highestmodseq is None:
+            return
+        known = self._modseq.get(folder)
+        self._modseq[folder] = (status.uidvalidity, status.highestmodseq)
+        if known is None or known[0] != status.uidvalidity or known[1] >= status.highestmodseq:
+            return
+        seen = sorted(rec.uid for rec in await conn.changed_flags(known[1])
+                      if rec.uid is not None and rec.flags is not None and "\\Seen" in rec.flags)
+        if seen:
+            await self._seen.seen_elsewhere(folder, status.uidvalidity, seen)
 
     # ------------------------------------------------------------------ helpers
 

@@ -6,24 +6,13 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-import logging
 
 from .account import ImapAccount
 from .connection import ImapConnection
 from .errors import ImapFolderError
 from .folder_sync import MESSAGE_ID_ITEMS, MESSAGE_ID_SECTION, message_id_of
+from .folders import special_use_folder
 from .responses import quote
-
-log = logging.getLogger(__name__)
-
-# names tried when the server does not mark folders with SPECIAL-USE attributes (RFC 6154)
-FALLBACK_NAMES: dict[str, tuple[str, ...]] = {
-    "\\Sent": ("Sent", "Sent Items", "Sent Messages", "INBOX/Sent", "INBOX.Sent"),
-    "\\Drafts": ("Drafts", "INBOX/Drafts", "INBOX.Drafts"),
-    "\\Trash": ("Trash", "Deleted Items", "INBOX/Trash", "INBOX.Trash"),
-    "\\Junk": ("Junk", "Spam", "INBOX/Junk", "INBOX.Junk"),
-    "\\Archive": ("Archive", "INBOX/Archive", "INBOX.Archive"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +82,7 @@ class ImapOps:
     async def special_use_folder(self, flag: str) -> str | None:
         """Folder carrying the SPECIAL-USE attribute `flag` (e.g. "\\Sent"), else None."""
         async with self._session() as conn:
-            return await self._special_use(conn, flag, fallback=False)
+            return await special_use_folder(conn, flag)
 
     async def append(
         self,
@@ -110,7 +99,7 @@ class ImapOps:
         instead (its UID returned, uidvalidity None): an append repeated after a crash is a no-op.
         """
         async with self._session() as conn:
-            folder = await self._special_use(conn, folder_special_use, fallback=True)
+            folder = await special_use_folder(conn, folder_special_use, fallback=True)
             if folder is None:
                 raise ImapFolderError(
                     folder_special_use,
@@ -123,22 +112,3 @@ class ImapOps:
             appended = await conn.append(folder, raw, flags=flags, date=date)
         uidvalidity, uid = appended if appended else (None, None)
         return AppendResult(folder=folder, uidvalidity=uidvalidity, uid=uid)
-
-    async def _special_use(self, conn: ImapConnection, flag: str, *, fallback: bool) -> str | None:
-        entries = [e for e in await conn.list_folders() if "\\NOSELECT" not in _upper(e.flags)]
-        for entry in entries:
-            if flag.upper() in _upper(entry.flags):
-                return entry.name
-        if not fallback:
-            return None
-        by_name = {e.name.lower(): e.name for e in entries}
-        fallbacks = {k.upper(): v for k, v in FALLBACK_NAMES.items()}.get(flag.upper(), ())
-        for name in fallbacks:
-            if name.lower() in by_name:
-                log.debug("no %s attribute; using folder %r", flag, by_name[name.lower()])
-                return by_name[name.lower()]
-        return None
-
-
-def _upper(flags: frozenset[str]) -> set[str]:
-    return {f.upper() for f in flags}

@@ -19,6 +19,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.I)
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.I)
+_HIGHESTMODSEQ = re.compile(rb"\[HIGHESTMODSEQ (\d+)\]", re.I)
 _EXISTS = re.compile(rb"^(\d+) EXISTS\b", re.I)
 _FETCH_START = re.compile(rb"^(\d+) FETCH \(", re.I)
 _LITERAL_SECTION = re.compile(
@@ -45,6 +46,8 @@ class MailboxStatus:
     uidvalidity: int
     uidnext: int | None
     exists: int
+    # with CONDSTORE enabled: grows with every change of the folder (new mail, flags)
+    highestmodseq: int | None = None
 
 
 @dataclass(slots=True)
@@ -78,7 +81,7 @@ def completion_text(lines: Sequence[bytes | bytearray]) -> str:
 
 
 def parse_select(lines: Sequence[bytes | bytearray]) -> MailboxStatus:
-    uidvalidity = uidnext = None
+    uidvalidity = uidnext = highestmodseq = None
     exists = 0
     for line in lines:
         if isinstance(line, bytearray):
@@ -87,11 +90,14 @@ def parse_select(lines: Sequence[bytes | bytearray]) -> MailboxStatus:
             uidvalidity = int(m.group(1))
         if m := _UIDNEXT.search(line):
             uidnext = int(m.group(1))
+        if m := _HIGHESTMODSEQ.search(line):
+            highestmodseq = int(m.group(1))
         if m := _EXISTS.match(line):
             exists = int(m.group(1))
     if uidvalidity is None:
         raise ImapProtocolError("the server did not report UIDVALIDITY for the folder")
-    return MailboxStatus(uidvalidity=uidvalidity, uidnext=uidnext, exists=exists)
+    return MailboxStatus(uidvalidity=uidvalidity, uidnext=uidnext, exists=exists,
+                         highestmodseq=highestmodseq)
 
 
 def parse_search(lines: Sequence[bytes | bytearray]) -> list[int]:

@@ -41,3 +41,11 @@ class MailSink(Protocol):
     async def failed(self, mail: FetchedMail, exc: BaseException) -> None: ...
 
     async def is_known(self, message_id: str) -> bool: ...
+
+
+class SeenListener(Protocol):
+    """Told which already delivered mails got `\\Seen` elsewhere (another mail client), as
+    learnt from the folder's flag changes (CONDSTORE). Changes made while the bridge was not
+    running are not reported."""
+
+    async def seen_elsewhere(self, folder: str, uidvalidity: int, uids: list[int]) -> None: ...
