@@ -98,6 +98,10 @@ def test_announcements_are_told_from_answers() -> None:
     assert changes.take() == (False, set()) and not changes.event.is_set()
     changes.note(b"* 4 EXISTS", nothing)
     assert changes.take() == (True, set()) and changes.exists_seen == 2
+    changes.note(b"* BYE Logging out", frozenset({"LOGOUT"}))  # the answer to our LOGOUT
+    assert changes.bye is None
+    changes.note(b"* BYE Server shutting down.", nothing)
+    assert changes.bye == "BYE Server shutting down." and changes.event.is_set()
 
 
 def test_parse_search() -> None:

@@ -12,6 +12,7 @@ from . import mutf7
 _EXISTS = re.compile(rb"^\* \d+ EXISTS\b", re.I)
 _COUNT_CHANGE = re.compile(rb"^\* (?:\d+ (?:EXISTS|EXPUNGE)|VANISHED)\b", re.I)
 _FLAG_CHANGE = re.compile(rb"^\* \d+ FETCH \(.*\bFLAGS\b", re.I)
+_BYE = re.compile(rb"^\* BYE\b", re.I)
 _STATUS = re.compile(rb'^\* STATUS (?:"((?:[^"\\]|\\.)*)"|(\S+)) \(', re.I)
 
 
@@ -33,15 +34,17 @@ def status_folder(line: bytes) -> str | None:
 class Changes:
     """Announcements not yet acted on. `exists_seen` counts every EXISTS, also those answering
     a SELECT (compare it before and after a catch-up); `selected` and `folders` only collect
-    real changes; `event` is set whenever one comes in."""
+    real changes; `event` is set whenever one comes in. `bye`: the server's text when it said
+    it is closing the session (BYE; set too)."""
 
-    __slots__ = ("event", "exists_seen", "folders", "selected")
+    __slots__ = ("bye", "event", "exists_seen", "folders", "selected")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.exists_seen = 0
         self.selected = False
         self.folders: set[str] = set()
+        self.bye: str | None = None
 
     def note(self, line: bytes, answering: frozenset[str]) -> None:
         """One untagged line. `answering`: the commands of ours it may answer (SELECT's EXISTS
@@ -50,6 +53,9 @@ class Changes:
         the next look at the folder's HIGHESTMODSEQ."""
         if _EXISTS.match(line):
             self.exists_seen += 1
+        if _BYE.match(line) and "LOGOUT" not in answering:
+            self.bye = line[2:].decode("utf-8", "replace")
+            self.event.set()
         if "SELECT" in answering:
             return
         if _COUNT_CHANGE.match(line) or ("FETCH" not in answering and _FLAG_CHANGE.match(line)):

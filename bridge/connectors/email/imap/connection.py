@@ -73,7 +73,6 @@ aioimaplib.Commands.setdefault(
     "NOTIFY", aioimaplib.Cmd("NOTIFY", (aioimaplib.AUTH, aioimaplib.SELECTED), aioimaplib.Exec.is_sync)
 )
 _NOTHING = frozenset[str]()
-_SELECTING = frozenset({"SELECT"})
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
@@ -103,10 +102,9 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
 
     def _untagged_response(self, line: bytes) -> aioimaplib.Command:
         pending = self.pending_sync_command
-        if pending is not None and pending.name in ("SELECT", "EXAMINE"):
-            answering = _SELECTING
-        else:
-            answering = frozenset(self.pending_async_commands) if self.pending_async_commands else _NOTHING
+        answering = frozenset(self.pending_async_commands) if self.pending_async_commands else _NOTHING
+        if pending is not None:
+            answering |= {"SELECT" if pending.name == "EXAMINE" else pending.name}
         self._on_untagged(line, answering)
         if pending is None and not self.pending_async_commands:
             return None  # unsolicited (NOTIFY, or between commands): taken in by on_untagged
@@ -585,45 +583,29 @@ class ImapConnection:
             client.idle_start(timeout=timeout + 60), "IDLE", timeout=self.account.timeout
         )
         self._idle_task = idle_task
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        new_mail = False
-        lost = asyncio.ensure_future(self._lost.wait())
-        woken = asyncio.ensure_future(wake.wait()) if wake is not None else None
+        # One wait for the whole IDLE: the server's keep-alives ("OK Still here", every few
+        # minutes on each of thousands of sessions) wake nothing here (they only pile up in
+        # aioimaplib's queue, emptied at the next IDLE), announcements come through `changes`.
+        waiters = {asyncio.ensure_future(self.changes.event.wait()),
+                   asyncio.ensure_future(self._lost.wait()), idle_task}
+        if wake is not None:
+            waiters.add(asyncio.ensure_future(wake.wait()))
         try:
-            while (remaining := deadline - loop.time()) > 0:
-                push = asyncio.ensure_future(queue.get())
-                waiters: set[asyncio.Future[Any]] = {push, lost, idle_task}
-                if woken is not None:
-                    waiters.add(woken)
-                done, _ = await asyncio.wait(
-                    waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                if push not in done:
-                    push.cancel()
-                if lost in done:
-                    raise ImapConnectionLost(self._lost_reason)
-                if idle_task in done:
-                    raise ImapConnectionLost("the server ended IDLE unexpectedly")
-                if push in done:
-                    lines = push.result()
-                    if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
-                        break
-                    if any(bytes(line).upper().startswith(b"BYE") for line in lines):
-                        said = bytes(lines[0]).decode(errors="replace")
-                        raise ImapConnectionLost(f"the server is closing the session ({said})")
-                    if self.changes.event.is_set():
-                        new_mail = True
-                        break
-                    continue  # keep-alives ("OK Still here")
-                break  # woken or timed out
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if self._lost.is_set():
+                raise ImapConnectionLost(self._lost_reason)
+            if self.changes.bye is not None:
+                raise ImapConnectionLost(f"the server is closing the session ({self.changes.bye})")
+            if idle_task.done():
+                raise ImapConnectionLost("the server ended IDLE unexpectedly")
         except BaseException:
             self._broken = True
             raise
         finally:
-            lost.cancel()
-            if woken is not None:
-                woken.cancel()
+            for waiter in waiters:
+                if waiter is not idle_task:
+                    waiter.cancel()
+        new_mail = self.changes.event.is_set()
         client.idle_done()
         resp = await self._race(idle_task, "DONE", timeout=self.account.timeout)
         self._idle_task = None
