@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 import imaplib
 import re
+import ssl
 import time
 
 import aioimaplib
@@ -45,6 +47,32 @@ async def idle_latencies(stack: MailStack, address: str, password: str, n: int, 
             await idle
         await client.logout()
     return latencies
+
+
+async def idle_sessions_worker(host: str, port: int, ca_file: str, mailboxes: list[tuple[str, str]],
+                               concurrency: int, read_line: Callable[[], Awaitable[str]]) -> None:
+    """A bare aioimaplib client holding one IDLE session per mailbox (the baseline of idle
+    mailboxes, run as a process of its own): prints `ready`, waits for a line of input, opens
+    every session (implicit TLS, LOGIN, SELECT INBOX, IDLE), `concurrency` at a time, one TLS
+    context for all, and holds them until its input ends."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    print("ready", flush=True)
+    await read_line()
+    limit = asyncio.Semaphore(concurrency)
+    clients: list[aioimaplib.IMAP4_SSL] = []
+
+    async def one(address: str, password: str) -> None:
+        async with limit:
+            client = aioimaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=30)
+            await client.wait_hello_from_server()
+            await _ok(client.login(address, password))
+            await _ok(client.select("INBOX"))
+            await client.idle_start(timeout=3600)
+            clients.append(client)
+
+    await asyncio.gather(*(one(a, p) for a, p in mailboxes))
+    while await read_line():
+        pass
 
 
 def poll_latencies(stack: MailStack, address: str, n: int, gap_s: float, interval_s: float,

@@ -18,6 +18,9 @@ from .process import ServerProcess, banner_check, ensure_ports_free
 from .tls import TlsFiles
 
 DOVECOT = Path("/usr/sbin/dovecot")
+# concurrent IMAP sessions the rig allows (one imap process each), and connections per service
+PROCESS_LIMIT = 5000
+CLIENT_LIMIT = 12000
 DOVEADM = Path("/usr/bin/doveadm")
 POSTFIX = Path("/usr/sbin/postfix")
 DEFAULT_DOMAIN = "test.local"
@@ -213,6 +216,12 @@ first_valid_gid = 8
 last_valid_gid = 8
 mail_location = maildir:{lay.maildirs}/%d/%n/Maildir
 mail_fsync = never
+# thousands of concurrent sessions (benchmarks of many idle mailboxes): Dovecot's default of 100
+# processes per service caps logins at 100. Each IMAP session is one imap process; the TLS of
+# many sessions is carried by a few long-lived imap-login processes.
+default_client_limit = {CLIENT_LIMIT}
+# process titles show each session's user and state ("IDLE"): benchmarks watch them
+verbose_proctitle = yes
 # passwords for PLAIN/LOGIN and for lookups without a login (LMTP's "none"); OAuth bearer tokens
 # are checked by the rig's issuer (token introspection)
 passdb {{
@@ -241,7 +250,12 @@ namespace inbox {{
     auto = create
   }}
 }}
+service imap {{
+  process_limit = {PROCESS_LIMIT}
+}}
 service imap-login {{
+  service_count = 0
+  process_min_avail = 2
   inet_listener imap {{
     address = {LOOPBACK}
     port = {p.imap}

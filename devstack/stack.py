@@ -184,20 +184,27 @@ class MailStack:
 
     def add_user(self, local: str, password: str) -> str:
         """Create a mailbox while the servers run; returns once Postfix and Dovecot accept it."""
-        check_users({local: password})
-        self.users[local] = password
+        return self.add_users({local: password})[0]
+
+    def add_users(self, users: dict[str, str]) -> list[str]:
+        """Create mailboxes (local part -> password) while the servers run, with one reload of
+        each server however many; returns their addresses once Postfix and Dovecot accept the
+        last one."""
+        check_users(users)
+        self.users.update(users)
         self.dovecot.write_config()  # Dovecot re-reads its passwd-file when it changes
         self.postfix.write_config()
         self.postfix.reload()
-        address = self.address(local)
+        addresses = [self.address(local) for local in users]
+        last = list(users)[-1]
         for _ in range(100):
-            if self.postfix.probe_rcpt(address)[0] == 250:
+            if self.postfix.probe_rcpt(self.address(last))[0] == 250:
                 break
             time.sleep(0.05)
         else:
-            raise DevstackError(f"Postfix does not accept mail for the new user {address}")
-        self._wait_for_login(local)
-        return address
+            raise DevstackError(f"Postfix does not accept mail for the new user {self.address(last)}")
+        self._wait_for_login(last)
+        return addresses
 
     def restart_dovecot(self, down_s: float = 0.0) -> float:
         """Stop Dovecot (clients see their connections closed), keep it down for `down_s`, start
