@@ -29,7 +29,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
                 120, 50),
     Measurement("idle", ("idle_rss_ratio", "idle_cpu_percent", "idle_accounts", "reconnect_ratio"),
                 180, 70),
-    Measurement("failover", ("failover_s", "failover_lost", "failover_duplicated"), 480, 240),
+    Measurement("failover", ("failover_s", "failover_lost", "failover_duplicated"), 600, 300),
 )
 
 # A measurement that gets a module moves to MEASUREMENTS.
