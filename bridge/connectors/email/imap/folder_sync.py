@@ -225,8 +225,16 @@ class FolderSyncer:
             return
         seen = sorted(rec.uid for rec in await conn.changed_flags(known[1])
                       if rec.uid is not None and rec.flags is not None and "\\Seen" in rec.flags)
-        if seen:
+        if not seen:
+            return
+        try:
             await self._seen.seen_elsewhere(folder, status.uidvalidity, seen)
+        except Exception as exc:
+            if is_infrastructure_error(exc):
+                raise
+            # a read marker is not worth stopping the mail for
+            log.warning("%s: could not pass on %d mail(s) read elsewhere", folder, len(seen),
+                        exc_info=exc)
 
     # ------------------------------------------------------------------ helpers
 
