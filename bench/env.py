@@ -147,8 +147,10 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 @asynccontextmanager
-async def bench_env(args: argparse.Namespace) -> AsyncIterator[BenchEnv]:
-    """Start Dovecot, Postfix and Synapse (and pick the database); stop and remove all on exit."""
+async def bench_env(args: argparse.Namespace,
+                    network: dict[str, Any] | None = None) -> AsyncIterator[BenchEnv]:
+    """Start Dovecot, Postfix and Synapse (and pick the database); stop and remove all on exit.
+    `network`: `network.email` options of the bridge config besides the rig's own."""
     root = _make_root()
     log_file = root / "bench.log"
     try:
@@ -173,7 +175,8 @@ async def bench_env(args: argparse.Namespace) -> AsyncIterator[BenchEnv]:
             config = setup.config_for("bench", hs_url=synapse.hs_url, db_url=db_url,
                                       network={"ca_file": str(mail.ca_file),
                                                "discovery.enabled": False,
-                                               "allowed_private_servers": ["127.0.0.0/8"]})
+                                               "allowed_private_servers": ["127.0.0.0/8"],
+                                               **(network or {})})
             config_encrypted: Path | None = None
             if getattr(args, "encrypted", False):
                 encrypted_db = f"sqlite:{root / 'bridge-e2ee.db'}"

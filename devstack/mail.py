@@ -388,6 +388,8 @@ relay_transport = error:outbound delivery disabled in test setup
 # no syslog here: postlogd writes this file
 maillog_file_prefixes = {lay.logs}
 maillog_file = {self.log_file}
+# the client's port next to its address: tells one SMTP session from another
+smtpd_client_port_logging = yes
 smtputf8_enable = no
 biff = no
 append_dot_mydomain = no
@@ -474,6 +476,10 @@ smtpd_sasl_auth_enable = no
         """Make the running master re-read its config and tables (`postfix reload`)."""
         self._postfix("reload")
 
+    def serving_sessions(self) -> bool:
+        """Whether a client has an SMTP session open with this Postfix (either port)."""
+        return bool(_established_sockets({self.ports.smtp, self.ports.submission}))
+
     # ------------------------------------------------------------ recipient blocks
     def write_recipient_access(self, blocks: dict[str, str]) -> None:
         write_if_changed(
@@ -488,6 +494,17 @@ smtpd_sasl_auth_enable = no
             code, msg = smtp.rcpt(address)
             smtp.rset()
         return code, msg.decode(errors="replace")
+
+
+def _established_sockets(ports: set[int]) -> set[str]:
+    """Inodes of the established IPv4 TCP connections to one of the local `ports`."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if fields[3] == "01" and local_port in ports:  # 01: ESTABLISHED
+            found.add(fields[9])
+    return found
 
 
 def _read_pid(path: Path) -> int | None:

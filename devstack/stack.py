@@ -25,6 +25,7 @@ from .mail import (
 )
 from .oauth_issuer import IssuerAddress, IssuerEndpoints, OAuthIssuer
 from .ports import LOOPBACK, free_port
+from .postfix_log import Submission, submissions
 from .process import ServerProcess, ensure_ports_free, stop_all
 from .synapse import (
     DEFAULT_SERVER_NAME,
@@ -214,6 +215,22 @@ class MailStack:
         self.dovecot.start()
         return time.monotonic()
 
+    def restart_postfix(self) -> None:
+        """Stop Postfix (its SMTP sessions are closed) and start it again; returns once it
+        greets again."""
+        self.postfix.process.stop()
+        self.postfix.start()
+
+    def submissions(self, user: str) -> list[Submission]:
+        """The mails `user` submitted on the submission port so far (from Postfix's log)."""
+        return submissions(self.postfix_log(), self.address(user))
+
+    def postfix_log(self) -> str:
+        try:
+            return self.postfix.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
     def new_uidvalidity(self, user: str, folder: str = "INBOX") -> int:
         """Give `folder` a new UIDVALIDITY (greater than the old one); returns it."""
         client = self.imap_client(user)
@@ -264,7 +281,8 @@ class MailStack:
     def set_recipient_block(self, address: str, code_and_text: str) -> None:
         """Make Postfix answer RCPT TO:<address> with e.g. `450 4.2.0 try later`.
 
-        Applies to the SMTP and the submission port; returns once Postfix answers that way.
+        Applies to the SMTP and the submission port, to sessions open now too (see
+        `_apply_blocks`); returns once Postfix answers that way.
         """
         code = code_and_text[:3]
         if not (code.isdigit() and code[0] in "45" and code_and_text[3:4] == " "):
@@ -285,8 +303,15 @@ class MailStack:
             wait_for_rcpt(self.postfix, address, code_and_text, blocked=False)
 
     def _apply_blocks(self) -> None:
+        """A reload reaches new sessions only: a running smtpd keeps the tables it loaded for as
+        long as its session lasts. With a session open (a client that keeps one between mails),
+        Postfix restarts instead, as a server that applies new rules to every client would:
+        the client sees its session closed and opens a new one."""
         self.postfix.write_recipient_access(self._blocks)
-        self.postfix.reload()
+        if self.postfix.serving_sessions():
+            self.restart_postfix()
+        else:
+            self.postfix.reload()
 
 
 class Synapse:

@@ -29,6 +29,8 @@ from devstack.ports import free_port
 from devstack.stack import MailStack, Synapse
 from tests.helpers.email_e2e import by_body, mail, wait_for_mail, with_subject
 from tests.helpers.harness import BridgeSetup, start_bridge
+from tests.test_email_outbound_e2e import for_event
+from tests.test_email_smtp_session import wait_submissions
 
 pytestmark = pytest.mark.servers
 
@@ -314,3 +316,22 @@ async def test_a_provisioning_client_waits_for_the_oauth_callback(
             done = await resp.json()
     assert resp.status == 200 and done["type"] == "complete", done
     assert [lg.id for lg in bridge.logins_of(user.user_id)] == [done["complete"]["user_login_id"]]
+
+
+async def test_mail_after_a_token_renewal_goes_on_a_new_smtp_session(
+    paste_bridge: Bridge, matrix_user: MakeUser, mail_stack: MailStack, mailbox: tuple[str, str],
+    short_tokens: OAuthIssuer,
+) -> None:
+    """The kept SMTP session logged in with the old token: a renewed token logs in anew."""
+    address, bob = mailbox[0], mail_stack.address("bob")
+    user = await matrix_user()
+    await signed_in(paste_bridge, user, address, callback=False)
+    dm = await first_mail_room(user, mail_stack, address, "One mail per token")
+    first = await user.send_text(dm, "with the first token")
+    await wait_for_mail(mail_stack, bob, for_event(first))
+    renewed = short_tokens.refreshes()
+    await user.wait_for(lambda: short_tokens.refreshes() > renewed, timeout=20)
+    second = await user.send_text(dm, "with the renewed token")
+    await wait_for_mail(mail_stack, bob, for_event(second))
+    one, two = await wait_submissions(mail_stack, address, 2)
+    assert one.port != two.port

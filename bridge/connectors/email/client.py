@@ -44,7 +44,16 @@ from .db import (
     OutboxTable,
     PortalPeopleTable,
 )
-from .imap import Backfill, ImapAccount, ImapError, ImapFolderError, ImapOps, ImapSync, SyncState
+from .imap import (
+    Backfill,
+    ImapAccount,
+    ImapError,
+    ImapFolderError,
+    ImapOps,
+    ImapSync,
+    KeptImapSession,
+    SyncState,
+)
 from .oauth.keeper import SignInKeeper
 from .oauth.tokens import OAuthTokens, TokenSet
 from .outbound import clean_display_name, event_id_hash_from_message_id
@@ -81,6 +90,8 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         self.sent_folder: str | None = None
         self.checkpoints = CheckpointTable(db, login.login_id)
         self.outbox = Outbox(self, OutboxTable(db))
+        # filing sent mail in Sent: one session kept open between copies
+        self.sent_session = KeptImapSession(connector.config.idle_close_s, self.address)
         self.own_addresses = {address_key(self.address)}
         self._sync: ImapSync | None = None
         self._state = LoginState.CONNECTING
@@ -159,6 +170,7 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
 
     async def _stop_sync(self) -> None:
         await self.outbox.stop()
+        await self.sent_session.close()
         if self._sync:
             await self._sync.stop()
             self._sync = None
@@ -200,7 +212,8 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
         """Put a sent mail into the Sent folder once (kept if a copy with its Message-ID is
         there already). False: the server could not be reached, try again later."""
         try:
-            result = await ImapOps(self.imap_account()).append(raw, unless_message_id=message_id)
+            result = await ImapOps(self.imap_account(), self.sent_session).append(
+                raw, unless_message_id=message_id)
         except ImapFolderError as e:
             log.warning("Not copying sent mail to %s: %s", self.address, e.reason)
             return True

@@ -44,6 +44,7 @@ class EmailConfig:
     max_recipients: int
     max_mails_per_hour: int
     retry_schedule: list[float]
+    idle_close_s: float
     send_edits: bool
     send_reactions: bool
     oauth_providers: tuple[OAuthProvider, ...]
@@ -147,6 +148,7 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         max_recipients=int(_positive(section, "outbound.max_recipients")),
         max_mails_per_hour=int(_positive(section, "outbound.max_mails_per_hour")),
         retry_schedule=[float(x) for x in schedule],
+        idle_close_s=_positive(section, "outbound.idle_close_seconds"),
         send_edits=bool(_get(section, "outbound.send_edits", bool)),
         send_reactions=bool(_get(section, "outbound.send_reactions", bool)),
         oauth_providers=parse_providers(_get(section, "oauth.providers", list)),

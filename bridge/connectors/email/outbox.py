@@ -10,6 +10,11 @@ and before the row says so makes the mail go out again after the restart: the re
 twice, with the same Message-ID (clients that collapse duplicates show it once). Temporary failures (4xx, timeouts, unreachable server) are
 retried on the configured schedule; permanent ones (5xx) fail at once, per recipient where the
 server says so. The room shows the outcome through the core's send-status reporting.
+
+Only the SMTP transaction and the row's state are on the send path: mails go out on the login's
+kept SMTP session (`SmtpPool`), and the next mail is submitted as soon as the row says `sent`.
+The status event and receipt (`StatusQueue`) and the Sent-folder copy (`SentCopies`) follow in
+order, each on its own task.
 """
 
 from __future__ import annotations
@@ -22,22 +27,15 @@ from typing import TYPE_CHECKING
 from ...network import PortalID, PortalRef
 from .db import OutboxRow, OutboxState, OutboxTable
 from .db.outbox import RETRY_MARK
-from .outbound.smtp_submit import (
-    SmtpAuthFailed,
-    SmtpError,
-    SmtpPermanent,
-    SubmitResult,
-    submit,
-)
+from .outbound.smtp_pool import SmtpPool
+from .outbound.smtp_submit import SmtpAuthFailed, SmtpError, SmtpPermanent, SubmitResult
+from .sent_copies import SentCopies
+from .status_queue import StatusQueue
 
 if TYPE_CHECKING:
     from .client import EmailClient
 
 log = logging.getLogger("letterbox.email.outbox")
-
-
-#: How long a Sent-folder copy that could not be made waits before the next try.
-COPY_RETRY_MS = 60_000
 
 
 def _now_ms() -> int:
@@ -50,16 +48,26 @@ class Outbox:
         self.table = table
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        idle_close_s = client.connector.config.idle_close_s
+        self.smtp = SmtpPool(idle_close_s, client.address)
+        self.reports = StatusQueue(client.address)
+        self.copies = SentCopies(client, table)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            self.reports.start()
             self._task = asyncio.create_task(self._run(), name=f"outbox-{self.client.address}")
 
     async def stop(self) -> None:
+        """Stop sending; queued reports go out first, owed copies wait for the next start,
+        and the kept SMTP session is closed."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await self.reports.stop()
+        await self.copies.stop()
+        await self.smtp.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -69,18 +77,15 @@ class Outbox:
         while True:
             self._wake.clear()
             try:
+                if not self.copies.running:
+                    await self.copies.resume()
                 held: set[str] = set()  # rooms whose older mail waits for a retry
                 for row in await self.table.due(login_id, _now_ms()):
                     if row.portal_id in held:
                         continue
                     if not await self._send(row) and RETRY_MARK not in row.event_id:
                         held.add(row.portal_id)
-                copies_owed = False
-                for row in await self.table.copies_pending(login_id):
-                    copies_owed |= not await self._copy_to_sent(row)
                 next_due = await self.table.next_due_time(login_id)
-                if copies_owed:
-                    next_due = min(next_due or COPY_RETRY_MS + _now_ms(), COPY_RETRY_MS + _now_ms())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -100,8 +105,9 @@ class Outbox:
         portal = PortalRef(PortalID(row.portal_id), row.room_id, row.portal_id.startswith("dm:"))
         await self.table.set_state(row.event_id, OutboxState.SENDING)
         try:
-            result = await submit(row.raw, self.client.smtp_account(), envelope_from=self.client.address,
-                                  recipients=row.recipients)
+            result = await self.smtp.send(self.client.smtp_account(), row.raw,
+                                          envelope_from=self.client.address,
+                                          recipients=row.recipients)
         except SmtpPermanent as e:
             await self._failed(row, portal, _server_reply(e))
             return True
@@ -125,15 +131,16 @@ class Outbox:
         if isinstance(exc, SmtpAuthFailed):
             await self.client.report_smtp_auth_failure(exc.reason)
         if attempts == 1:
-            await self.client.bridge.report_send_status(
+            self.reports.post(lambda: self.client.bridge.report_send_status(
                 portal, row.event_id, delivered=False, retrying=True,
-                reason=f"Not sent yet, will retry: {reply}")
+                reason=f"Not sent yet, will retry: {reply}"))
         return True
 
     async def _failed(self, row: OutboxRow, portal: PortalRef, reply: str) -> None:
         log.warning("Mail %s failed permanently: %s", row.message_id, reply)
         await self.table.set_state(row.event_id, OutboxState.FAILED, last_error=reply)
-        await self.client.bridge.report_send_status(portal, row.event_id, delivered=False, reason=reply)
+        self.reports.post(lambda: self.client.bridge.report_send_status(
+            portal, row.event_id, delivered=False, reason=reply))
 
     async def _sent(self, row: OutboxRow, portal: PortalRef, result: SubmitResult) -> None:
         # A retry for refused recipients is the same mail: its copy is the first send's.
@@ -142,8 +149,9 @@ class Outbox:
         log.info("Mail %s accepted for %s", row.message_id, result.accepted)
         if result.permanent_refused:
             refused = "; ".join(f"{a}: {c} {t}" for a, (c, t) in result.permanent_refused.items())
-            await self.client.bridge.notify_portal(self.client.login.login_id, portal,
-                                                   f"Not delivered to {refused}", reply_to_event=row.event_id)
+            self.reports.post(lambda: self.client.bridge.notify_portal(
+                self.client.login.login_id, portal, f"Not delivered to {refused}",
+                reply_to_event=row.event_id))
         if result.transient_refused:
             retry = OutboxRow(
                 event_id=f"{row.event_id}{RETRY_MARK}{row.attempts + 1}", login_id=row.login_id,
@@ -152,16 +160,10 @@ class Outbox:
                 next_attempt=_now_ms() + int(self.client.connector.config.retry_schedule[0] * 1000),
             )
             await self.table.insert(retry)
-        await self.client.bridge.report_send_status(portal, row.event_id, delivered=True)
+        self.reports.post(lambda: self.client.bridge.report_send_status(
+            portal, row.event_id, delivered=True))
         if RETRY_MARK not in row.event_id:
-            await self._copy_to_sent(row)
-
-    async def _copy_to_sent(self, row: OutboxRow) -> bool:
-        """The Sent-folder copy owed for `row`, once; False if it must be tried again later."""
-        if not await self.client.copy_to_sent(row.raw, row.message_id):
-            return False
-        await self.table.copy_done(row.event_id)
-        return True
+            self.copies.owe(row)
 
 
 def _server_reply(exc: SmtpError) -> str:

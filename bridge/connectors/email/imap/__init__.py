@@ -21,6 +21,7 @@ from .errors import (
     ImapFolderError,
     ImapProtocolError,
 )
+from .kept import KeptImapSession
 from .ops import AppendResult, ImapOps
 from .policy import Backfill, DeliveryRetry
 from .sink import FetchedMail, MailSink, SeenListener
@@ -47,6 +48,7 @@ __all__ = [
     "ImapOps",
     "ImapProtocolError",
     "ImapSync",
+    "KeptImapSession",
     "MailSink",
     "SeenListener",
     "StateListener",

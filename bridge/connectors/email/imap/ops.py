@@ -1,4 +1,5 @@
-"""Single mailbox operations for the outbound side, each on its own short-lived session."""
+"""Single mailbox operations for the outbound side, each on its own short-lived session or on a
+session kept open between them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .connection import ImapConnection
 from .errors import ImapFolderError
 from .folder_sync import MESSAGE_ID_ITEMS, MESSAGE_ID_SECTION, message_id_of
 from .folders import special_use_folder
+from .kept import KeptImapSession
 from .responses import quote
 
 
@@ -27,15 +29,21 @@ class AppendResult:
 class ImapOps:
     """set_seen / find_uid_by_message_id / append / special_use_folder for one account.
 
-    Every call opens a session, does its work and logs out, so it never interferes with the
-    sync engine's IDLE connection. Errors are ImapError subclasses.
+    Every call opens a session, does its work and logs out (or, with `kept`, works on that
+    kept session), so it never interferes with the sync engine's IDLE connection. Errors are
+    ImapError subclasses.
     """
 
-    def __init__(self, account: ImapAccount) -> None:
+    def __init__(self, account: ImapAccount, kept: KeptImapSession | None = None) -> None:
         self.account = account
+        self.kept = kept
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[ImapConnection]:
+        if self.kept is not None:
+            async with self.kept.use(self.account) as kept:
+                yield kept
+            return
         conn = await ImapConnection.open(self.account)
         try:
             yield conn

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 import ipaddress
 import logging
 import ssl
+from typing import Any
 
 import aiosmtplib
 from aiosmtplib import (
@@ -19,10 +20,12 @@ from aiosmtplib import (
     SMTPException,
     SMTPNotSupported,
     SMTPRecipientsRefused,
+    SMTPResponse,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.typing import Default
 
 from ..sasl import (
     BEARER_MECHANISMS,
@@ -35,7 +38,6 @@ from ..sasl import (
 from ..security import SECURITY_MODES, SECURITY_MODES_TEXT, Security
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,13 @@ class _DeliveryError(SmtpError):
 
 
 class SmtpTransient(_DeliveryError):
-    """A temporary failure (4xx, timeout, connection lost): sending again later may work."""
+    """A temporary failure (4xx, timeout, connection lost): sending again later may work.
+
+    `before_data`: the session broke (lost, timed out, 421) before the DATA command was given,
+    so the server cannot have taken the mail and sending it at once on a new session is safe.
+    """
+
+    before_data: bool = False
 
 
 class SmtpPermanent(_DeliveryError):
@@ -199,11 +207,23 @@ def _check_account(account: SmtpAccount) -> None:
         raise SmtpConfigError("a user name is required: the bridge always logs in to send mail")
 
 
-async def _open(account: SmtpAccount) -> aiosmtplib.SMTP:
-    """Connect, secure the connection and log in; the caller must close the returned client."""
+class SmtpSession(aiosmtplib.SMTP):
+    """An aiosmtplib client that notes whether the current transaction reached DATA, and the
+    access token it logged in with (OAuth logins)."""
+
+    data_issued = False
+    bearer_token: str | None = None
+
+    async def data(self, message: str | bytes, /, *, timeout: Any = Default.token) -> SMTPResponse:
+        self.data_issued = True
+        return await super().data(message, timeout=timeout)
+
+
+async def open_session(account: SmtpAccount) -> SmtpSession:
+    """Connect, secure the connection and log in; the caller must close the returned session."""
     _check_account(account)
     context = _tls_context(account) if account.security != "plain" else None
-    client = aiosmtplib.SMTP(
+    client = SmtpSession(
         hostname=account.host,
         port=account.port,
         timeout=account.timeout,
@@ -227,7 +247,7 @@ async def _open(account: SmtpAccount) -> aiosmtplib.SMTP:
     return client
 
 
-async def _starttls(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
+async def _starttls(client: SmtpSession, account: SmtpAccount) -> None:
     try:
         await client.ehlo()
         if not client.supports_extension("starttls"):
@@ -248,7 +268,7 @@ async def _starttls(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
         ) from exc
 
 
-async def _login(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
+async def _login(client: SmtpSession, account: SmtpAccount) -> None:
     try:
         await client.ehlo()
         if not client.supports_extension("auth"):
@@ -278,7 +298,7 @@ async def _login(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
         raise SmtpAuthFailed(f"cannot log in: {exc.message}", text=exc.message) from exc
 
 
-async def _authenticate_bearer(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
+async def _authenticate_bearer(client: SmtpSession, account: SmtpAccount) -> None:
     assert account.bearer is not None
     offered = {m.upper() for m in client.server_auth_methods}
     mechanism = choose_mechanism(offered, account.bearer_mechanisms)
@@ -297,9 +317,10 @@ async def _authenticate_bearer(client: aiosmtplib.SMTP, account: SmtpAccount) ->
         response = await client.execute_command(failure_reply(mechanism).encode())
     if response.code != 235:
         raise SMTPAuthenticationError(response.code, response.message)
+    client.bearer_token = token
 
 
-async def _authenticate(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
+async def _authenticate(client: SmtpSession, account: SmtpAccount) -> None:
     """Try the mechanisms both sides support; stop at the first 535 (wrong credentials), since
     other mechanisms with the same password fail the same way and each try costs server delay."""
     if account.bearer is not None:
@@ -322,7 +343,8 @@ async def _authenticate(client: aiosmtplib.SMTP, account: SmtpAccount) -> None:
                 raise
 
 
-async def _close(client: aiosmtplib.SMTP) -> None:
+async def close_session(client: aiosmtplib.SMTP) -> None:
+    """QUIT (errors ignored) and close the connection."""
     try:
         await client.quit()
     except (SMTPException, OSError) as exc:
@@ -336,8 +358,22 @@ def _code_class(code: int | None) -> type[_DeliveryError]:
     return SmtpTransient if code is None or 400 <= code < 500 else SmtpPermanent
 
 
-async def _transaction(
-    client: aiosmtplib.SMTP, message: EmailMessage | bytes, envelope_from: str, recipients: list[str]
+async def transaction(
+    client: SmtpSession, message: EmailMessage | bytes, envelope_from: str, recipients: list[str]
+) -> SubmitResult:
+    """One mail on an open session; raises an SmtpError subclass if the server took it for
+    nobody. A refused transaction leaves the session usable (aiosmtplib sends RSET)."""
+    client.data_issued = False
+    try:
+        return await _attempt(client, message, envelope_from, recipients)
+    except SmtpTransient as exc:
+        lost = not client.is_connected or exc.code == 421
+        exc.before_data = lost and not client.data_issued
+        raise
+
+
+async def _attempt(
+    client: SmtpSession, message: EmailMessage | bytes, envelope_from: str, recipients: list[str]
 ) -> SubmitResult:
     try:
         if isinstance(message, bytes):  # stored bytes go out exactly as they are
@@ -411,18 +447,23 @@ async def submit(
     """
     if not recipients:
         raise ValueError("at least one recipient is required")
+    client = await open_for(account, recipients)
     try:
-        client = await _open(account)
+        return await transaction(client, message, envelope_from, list(recipients))
+    finally:
+        await close_session(client)
+
+
+async def open_for(account: SmtpAccount, recipients: list[str]) -> SmtpSession:
+    """open_session for sending to `recipients`: a delivery error names them all."""
+    try:
+        return await open_session(account)
     except _DeliveryError as exc:
         exc.recipients = exc.recipients or list(recipients)  # nothing was attempted for anyone
         raise
-    try:
-        return await _transaction(client, message, envelope_from, list(recipients))
-    finally:
-        await _close(client)
 
 
 async def check_login(account: SmtpAccount) -> None:
     """Connect, secure and log in without sending anything; raises an SmtpError on failure."""
-    client = await _open(account)
-    await _close(client)
+    client = await open_session(account)
+    await close_session(client)
