@@ -26,6 +26,7 @@ from collections.abc import Callable
 import json
 from pathlib import Path
 import smtplib
+import statistics
 import sys
 import time
 from typing import Any
@@ -63,41 +64,68 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 class OutboundProbe:
     """Time stamps per Matrix event ID: `pushed` when the homeserver's transaction with it is
-    read, `accepted` when the outbox has the server's 250 for its mail."""
+    read, `handling`/`queued` when the connector starts on it and has stored its mail in the
+    outbox, `sending` when the outbox starts its SMTP transaction, `accepted` when the outbox has
+    the server's 250."""
+
+    STAGES = ("pushed", "handling", "queued", "sending", "accepted")
 
     def __init__(self) -> None:
-        self.pushed: dict[str, float] = {}
-        self.accepted: dict[str, float] = {}
+        self.stamps: dict[str, dict[str, float]] = {stage: {} for stage in self.STAGES}
         self._changed = asyncio.Event()
-        self._restore: Callable[[], None] | None = None
+        self._restore: list[Callable[[], None]] = []
+
+    @property
+    def accepted(self) -> dict[str, float]:
+        return self.stamps["accepted"]
+
+    def _note(self, stage: str, event_id: str) -> None:
+        self.stamps[stage].setdefault(event_id, time.monotonic())
+        if stage == "accepted":
+            self._changed.set()
+
+    def _wrap(self, cls: Any, name: str, before: str | None, after: str | None) -> None:
+        """Wrap the method `name` of `cls` (its first argument carries the event ID)."""
+        inner = getattr(cls, name)
+
+        async def timed(this: Any, first: Any, *args: Any) -> Any:
+            if before:
+                self._note(before, first.event_id)
+            result = await inner(this, first, *args)
+            if after:
+                self._note(after, first.event_id)
+            return result
+
+        setattr(cls, name, timed)
+        self._restore.append(lambda: setattr(cls, name, inner))
 
     def attach(self, bridge: Bridge) -> None:
-        """Before Bridge.start(); the Outbox class is wrapped until `detach`."""
+        """Before Bridge.start(); the connector's classes are wrapped until `detach`."""
         scrub = bridge.intake._scrub
 
         def noted(event: dict[str, Any]) -> dict[str, Any]:
             if isinstance(event.get("event_id"), str):
-                self.pushed.setdefault(event["event_id"], time.monotonic())
+                self._note("pushed", event["event_id"])
             return scrub(event)
 
         bridge.intake._scrub = noted
-        sent = Outbox._sent
-
-        async def timed(outbox: Outbox, row: Any, *args: Any) -> None:
-            self.accepted.setdefault(row.event_id, time.monotonic())
-            self._changed.set()
-            await sent(outbox, row, *args)
-
-        Outbox._sent = timed  # type: ignore[method-assign, assignment]
-
-        def restore() -> None:
-            Outbox._sent = sent  # type: ignore[method-assign]
-        self._restore = restore
+        self._wrap(EmailClient, "handle_matrix_message", "handling", "queued")
+        self._wrap(Outbox, "_send", "sending", None)
+        self._wrap(Outbox, "_sent", "accepted", None)
 
     def detach(self) -> None:
-        if self._restore is not None:
-            self._restore()
-            self._restore = None
+        for restore in reversed(self._restore):
+            restore()
+        self._restore.clear()
+
+    def split(self, event_ids: list[str]) -> dict[str, list[float]]:
+        """Per stage, the time from the stage before it, for every event that has all stamps."""
+        out: dict[str, list[float]] = {stage: [] for stage in self.STAGES[1:]}
+        for e in event_ids:
+            if all(e in self.stamps[stage] for stage in self.STAGES):
+                for prev, stage in zip(self.STAGES, self.STAGES[1:], strict=False):
+                    out[stage].append(self.stamps[stage][e] - self.stamps[prev][e])
+        return out
 
     async def wait_accepted(self, event_ids: list[str], timeout: float = 60.0) -> None:
         async with asyncio.timeout(timeout):
@@ -180,7 +208,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await probe.wait_accepted([event_id])
                 latency_ids.append(event_id)
                 await asyncio.sleep(args.gap)
-            own = [probe.accepted[e] - probe.pushed[e] for e in latency_ids]
+            own = [probe.accepted[e] - probe.stamps["pushed"][e] for e in latency_ids]
+            split = probe.split(latency_ids)
             await _wait_settled(bridge, client.login.login_id)
 
             step(f"{args.m} mails back to back: queueing them with the outbox stopped")
@@ -224,6 +253,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(header())
     print(o.row("own share: appservice push -> Postfix 250"))
     print(f"  target: median <= {TARGET_P50_MS:.0f} ms, p90 <= {TARGET_P90_MS:.0f} ms")
+    labels = {"handling": "transaction stored -> connector has the event",
+              "queued": "compose the mail, store it in the outbox",
+              "sending": "outbox wakes, picks the row",
+              "accepted": "row 'sending', SMTP transaction -> 250"}
+    print("  where the time goes (medians):")
+    for stage, label in labels.items():
+        if split[stage]:
+            print(f"    {label:<48} {statistics.median(split[stage]) * 1000:6.1f} ms")
     print(f"  {args.m} mails back to back: bridge {bridge_rate:.1f} mails/s "
           f"({sessions} SMTP session(s)), smtplib on one session {base_rate:.1f} mails/s, "
           f"ratio {bridge_rate / base_rate:.2f} (target >= {TARGET_RATIO})")
