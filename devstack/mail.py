@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 import hashlib
 import os
 from pathlib import Path
 import shutil
+import signal
 import smtplib
 import subprocess
 import time
@@ -476,6 +478,19 @@ smtpd_sasl_auth_enable = no
         """Make the running master re-read its config and tables (`postfix reload`)."""
         self._postfix("reload")
 
+    def kill_leftovers(self) -> None:
+        """SIGKILL the processes that still listen on this Postfix's ports after its master
+        stopped: smtpd processes of open sessions outlive the master and keep its sockets."""
+        listening = _established_sockets({self.ports.smtp, self.ports.submission}, "0A")
+        for pid in _holders(listening) if listening else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _established_sockets({self.ports.smtp, self.ports.submission}, "0A"):
+            if time.monotonic() > deadline:
+                raise self.process.fail("processes of the stopped Postfix keep its ports")
+            time.sleep(0.02)
+
     def serving_sessions(self) -> bool:
         """Whether a client has an SMTP session open with this Postfix (either port)."""
         return bool(_established_sockets({self.ports.smtp, self.ports.submission}))
@@ -496,15 +511,31 @@ smtpd_sasl_auth_enable = no
         return code, msg.decode(errors="replace")
 
 
-def _established_sockets(ports: set[int]) -> set[str]:
-    """Inodes of the established IPv4 TCP connections to one of the local `ports`."""
+def _established_sockets(ports: set[int], state: str = "01") -> set[str]:
+    """Inodes of the IPv4 TCP sockets on one of the local `ports` in `state` (01: established
+    connections, 0A: listening)."""
     found = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local_port = int(fields[1].rsplit(":", 1)[1], 16)
-        if fields[3] == "01" and local_port in ports:  # 01: ESTABLISHED
+        if fields[3] == state and local_port in ports:
             found.add(fields[9])
     return found
+
+
+def _holders(inodes: set[str]) -> set[int]:
+    """PIDs of the processes that have one of the sockets `inodes` open."""
+    wanted = {f"socket:[{i}]" for i in inodes}
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in wanted for fd in (entry / "fd").iterdir()):
+                pids.add(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return pids
 
 
 def _read_pid(path: Path) -> int | None:

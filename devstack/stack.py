@@ -219,9 +219,8 @@ class MailStack:
         """Stop Postfix (its SMTP sessions are closed) and start it again; returns once it
         greets again."""
         self.postfix.process.stop()
-        # The master's shutdown does not reach the smtpd processes of open sessions (they are in
-        # the rig's process group, not the master's): they would serve on, and keep the ports.
-        self.postfix.process.crash()
+        # the smtpd processes of open sessions outlive the master: they would serve on
+        self.postfix.kill_leftovers()
         self.postfix.start()
 
     def submissions(self, user: str) -> list[Submission]:
