@@ -14,7 +14,7 @@ server says so. The room shows the outcome through the core's send-status report
 Only the SMTP transaction and the row's state are on the send path: mails go out on the login's
 kept SMTP session (`SmtpPool`), and the next mail is submitted as soon as the row says `sent`.
 The status event and receipt (`StatusQueue`) and the Sent-folder copy (`SentCopies`) follow in
-order, each on its own task.
+order, each on its own task, once the outbox has no more mail ready to go (`quiet`).
 """
 
 from __future__ import annotations
@@ -50,8 +50,11 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         idle_close_s = client.connector.config.idle_close_s
         self.smtp = SmtpPool(idle_close_s, client.address)
-        self.reports = StatusQueue(client.address)
-        self.copies = SentCopies(client, table)
+        # set while no mail is ready to go: the follow-ups of sent mail run then
+        self.quiet = asyncio.Event()
+        self.quiet.set()
+        self.reports = StatusQueue(client.address, self.quiet)
+        self.copies = SentCopies(client, table, self.quiet)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -65,6 +68,7 @@ class Outbox:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self.quiet.set()
         await self.reports.stop()
         await self.copies.stop()
         await self.smtp.close()
@@ -80,15 +84,21 @@ class Outbox:
                 if not self.copies.running:
                     await self.copies.resume()
                 held: set[str] = set()  # rooms whose older mail waits for a retry
-                for row in await self.table.due(login_id, _now_ms()):
+                due = await self.table.due(login_id, _now_ms())
+                if due:
+                    self.quiet.clear()
+                for row in due:
                     if row.portal_id in held:
                         continue
                     if not await self._send(row) and RETRY_MARK not in row.event_id:
                         held.add(row.portal_id)
+                if not self._wake.is_set():  # no newer mail is waiting for the next round
+                    self.quiet.set()
                 next_due = await self.table.next_due_time(login_id)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.quiet.set()
                 log.exception("Outbox of %s failed; retrying shortly", self.client.address)
                 next_due = _now_ms() + 5000
             wait = 3600.0 if next_due is None else max(0.0, (next_due - _now_ms()) / 1000)

@@ -4,7 +4,8 @@ The debt is durable: the outbox marks a mail sent and owes its copy in one UPDAT
 worker clears it once the copy is in Sent. It works through the owed copies oldest first on the
 login's kept IMAP session; every APPEND is preceded by a search for the mail's Message-ID, so a
 copy made just before a crash or a lost connection is kept instead of made again. While one copy
-cannot be made (server unreachable) the later ones wait behind it.
+cannot be made (server unreachable) the later ones wait behind it, and while the outbox has mail
+ready to go (`gate` cleared) they all wait.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ COPY_RETRY_S = 60.0
 
 
 class SentCopies:
-    def __init__(self, client: EmailClient, table: OutboxTable) -> None:
+    def __init__(self, client: EmailClient, table: OutboxTable, gate: asyncio.Event) -> None:
         self.client = client
+        self.gate = gate
         self.table = table
         self._owed: dict[str, OutboxRow] = {}  # by event ID, oldest first
         self._wake = asyncio.Event()
@@ -57,6 +59,7 @@ class SentCopies:
         while True:
             self._wake.clear()
             while self._owed:
+                await self.gate.wait()
                 row = next(iter(self._owed.values()))
                 try:
                     # once more at once: a kept session that had died is replaced by then

@@ -2,8 +2,10 @@
 
 Reports go out one at a time in the order they were posted, so a mail's "will retry" always
 comes before its "sent"; the outbox posts them and goes on with the next mail at once instead of
-waiting for the homeserver. A report lost to a crash is not repeated (as before: it was never
-part of the outbox's durable state).
+waiting for the homeserver. While the outbox has mail ready to go (`gate` cleared), reports
+wait: a burst of mail is not slowed by them (its length is bounded by the hourly limit of a
+login). A report lost to a crash is not repeated (it was never part of the outbox's durable
+state).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ Report = Callable[[], Awaitable[None]]
 
 
 class StatusQueue:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, gate: asyncio.Event) -> None:
         self.name = name
+        self.gate = gate
         self._queue: asyncio.Queue[Report] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -48,6 +51,7 @@ class StatusQueue:
         while True:
             report = await self._queue.get()
             try:
+                await self.gate.wait()
                 await report()
             except Exception:
                 log.exception("A send report of %s failed", self.name)
