@@ -32,7 +32,7 @@ from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.email_e2e import logged_in
-from tests.helpers.harness import BridgeSetup, start_bridge
+from tests.helpers.harness import EMAIL_RIG_OVERRIDES, BridgeSetup, start_bridge
 
 from .probe import StageProbe
 
@@ -160,7 +160,8 @@ async def bench_env(args: argparse.Namespace,
             stack.callback(mail.stop)
             await asyncio.to_thread(mail.start)
             with redirect_stdout(io.StringIO()):  # "Wrote registration.yaml ..."
-                setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS)
+                setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS,
+                                             overrides=EMAIL_RIG_OVERRIDES)
             synapse = Synapse(root / "synapse", registrations=[setup.registration])
             stack.callback(synapse.stop)
             await asyncio.to_thread(synapse.start)
@@ -173,10 +174,7 @@ async def bench_env(args: argparse.Namespace,
                 stack.callback(drop_database, server.dsn, name)
                 db_label = f"PostgreSQL (port {server.port})"
             config = setup.config_for("bench", hs_url=synapse.hs_url, db_url=db_url,
-                                      network={"ca_file": str(mail.ca_file),
-                                               "discovery.enabled": False,
-                                               "allowed_private_servers": ["127.0.0.0/8"],
-                                               **(network or {})})
+                                      network={"ca_file": str(mail.ca_file), **(network or {})})
             config_encrypted: Path | None = None
             if getattr(args, "encrypted", False):
                 encrypted_db = f"sqlite:{root / 'bridge-e2ee.db'}"
@@ -186,8 +184,7 @@ async def bench_env(args: argparse.Namespace,
                     stack.callback(drop_database, server.dsn, name)
                 config_encrypted = setup.config_for(
                     "bench-e2ee", hs_url=synapse.hs_url, db_url=encrypted_db,
-                    network={"ca_file": str(mail.ca_file), "discovery.enabled": False,
-                             "allowed_private_servers": ["127.0.0.0/8"]},
+                    network={"ca_file": str(mail.ca_file)},
                     core={"encryption.default": True})
             name = f"bench{uuid.uuid4().hex[:6]}"
             user_id, token = await asyncio.to_thread(synapse.register_user, name, f"pass-{name}")

@@ -41,7 +41,7 @@ from devstack.postgres import create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.faults.context import FaultContext
 from tests.helpers.faults.failover import add_mailboxes, kill_one, start_fleet
-from tests.helpers.harness import BridgeSetup
+from tests.helpers.harness import EMAIL_RIG_OVERRIDES, BridgeSetup
 
 from .env import PERMISSIONS, run_main, step
 from .output import Figure, output_arguments, write_figures
@@ -49,9 +49,6 @@ from .output import Figure, output_arguments, write_figures
 FULL = (40, 4)
 QUICK = (12, 2)
 LEASE_S = 10.0
-# As the test suite's: no DNS discovery, and the rig's mail servers are on loopback.
-RIG_OVERRIDES = {"network.email.discovery.enabled": False,
-                 "network.email.allowed_private_servers": ["127.0.0.0/8"]}
 
 
 def _make_root() -> Path:
@@ -85,7 +82,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Figure]:
         await asyncio.to_thread(mail.start)
         with redirect_stdout(io.StringIO()):  # "Wrote registration.yaml ..."
             setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS,
-                                         overrides=RIG_OVERRIDES)
+                                         overrides=EMAIL_RIG_OVERRIDES)
         synapse = Synapse(root / "synapse", registrations=[setup.registration])
         stack.callback(synapse.stop)
         await asyncio.to_thread(synapse.start)

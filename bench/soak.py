@@ -27,7 +27,7 @@ from devstack.stack import MailStack, Synapse
 from tests.helpers.faults.context import FaultContext
 from tests.helpers.faults.ledger import Outcome
 from tests.helpers.faults.scenarios import SCENARIOS, Size
-from tests.helpers.harness import BridgeSetup
+from tests.helpers.harness import EMAIL_RIG_OVERRIDES, BridgeSetup
 
 from .env import PERMISSIONS, run_main, step
 
@@ -92,7 +92,8 @@ async def _main(args: argparse.Namespace) -> bool:
             stack.callback(mail.stop)
             await asyncio.to_thread(mail.start)
             with redirect_stdout(io.StringIO()):  # "Wrote registration.yaml ..."
-                setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS)
+                setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS,
+                                             overrides=EMAIL_RIG_OVERRIDES)
             synapse = Synapse(root / "synapse", registrations=[setup.registration],
                               max_upload_size=UPLOAD_LIMIT)
             stack.callback(synapse.stop)

@@ -24,6 +24,7 @@ from devstack.matrix_client import MatrixTestClient
 from devstack.postgres import PostgresServer, create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.harness import (
+    EMAIL_RIG_OVERRIDES,
     LOOPBACK,
     LOOPBACK_APPSERVICE,
     BridgeSetup,
@@ -57,6 +58,12 @@ def _installed() -> Iterator[None]:
         yield
     except MissingBinaryError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first: spread over the parallel workers (`-n`), they do not end up as one
+    worker's tail while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -155,10 +162,7 @@ def bridge_setups() -> Iterator[dict[str, BridgeSetup]]:
                                              overrides=LOOPBACK_APPSERVICE),
             # discovery asks DNS: only the discovery tests turn it on, with the rig's own server
             "email": BridgeSetup.generate(root / "email", "email", permissions=TEST_PERMISSIONS,
-                                          overrides={"network.email.discovery.enabled": False,
-                                                     # the rig's mail servers are on loopback
-                                                     "network.email.allowed_private_servers":
-                                                         ["127.0.0.0/8"]}),
+                                          overrides=EMAIL_RIG_OVERRIDES),
         }
 
 

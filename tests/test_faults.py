@@ -22,7 +22,7 @@ from tests.helpers.faults.context import FaultContext
 from tests.helpers.faults.scenarios import SCENARIOS, Size
 from tests.helpers.harness import BridgeSetup
 
-pytestmark = pytest.mark.servers
+pytestmark = [pytest.mark.servers, pytest.mark.long]
 
 SEED = int(os.environ.get("LETTERBOX_FAULT_SEED", "1"))
 SUITE_SIZE = Size()

@@ -32,7 +32,7 @@ from tests.helpers.faults.failover import (
 from tests.helpers.faults.observe import wait_for_text
 from tests.helpers.harness import BridgeSetup
 
-pytestmark = pytest.mark.servers
+pytestmark = [pytest.mark.servers, pytest.mark.long]
 
 LEASE_S = 5.0
 LOGINS = 4

@@ -23,6 +23,14 @@ LOOPBACK_APPSERVICE = {
     "appservice.alias_template": "loop_{alias}",
 }
 
+#: An email bridge against the rig's mail servers: they are on loopback (a private address the
+#: bridge refuses by default), and their domain is in no DNS (no discovery). Tests, benchmarks
+#: and the soak all start from these.
+EMAIL_RIG_OVERRIDES: dict[str, Any] = {
+    "network.email.discovery.enabled": False,
+    "network.email.allowed_private_servers": ["127.0.0.0/8"],
+}
+
 
 @dataclass(slots=True)
 class BridgeSetup:
