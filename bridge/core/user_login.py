@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..db import UserLoginRow
@@ -28,6 +29,8 @@ class UserLogin:
     state_reason: str | None = None
     # A trouble notice was sent; the next CONNECTED is announced as a recovery.
     trouble_reported: bool = False
+    # Rooms of several portals are created at once: one of them creates the space.
+    space_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def capability(self, kind: type[Capability]) -> Capability | None:
         """The connected client if it implements `kind` (an optional capability), else None."""

@@ -17,7 +17,14 @@ from .capabilities import (
     StartChatHandler,
     SyncHandler,
 )
-from .connector import BridgeAPI, LoginAPI, NetworkClient, NetworkConnector
+from .connector import (
+    BridgeAPI,
+    LoginAPI,
+    NetworkClient,
+    NetworkConnector,
+    QueuedEvent,
+    RetryHook,
+)
 from .errors import (
     ActionNotSupported,
     ConfigError,
@@ -81,6 +88,7 @@ __all__ = [
     "NetworkUserID",
     "PortalID",
     "PortalRef",
+    "QueuedEvent",
     "ReactionHandler",
     "ReadReceiptHandler",
     "RedactionHandler",
@@ -92,6 +100,7 @@ __all__ = [
     "RemoteMessage",
     "RemoteReaction",
     "RemoteReadReceipt",
+    "RetryHook",
     "StartChatHandler",
     "SyncHandler",
     "UserInfo",
