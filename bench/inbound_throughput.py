@@ -76,39 +76,26 @@ class AppserviceRate:
         return self.count / self.send_s
 
 
-async def appservice_baseline(env: BenchEnv, bridge: Bridge, watcher: RoomWatcher,
-                              targets: list[tuple[str, str]], template: dict[str, Any], count: int,
-                              *, concurrency: int = 1, kind: str = "as") -> AppserviceRate:
-    """`count` events like `template` (its `bench-warmup-0` marker replaced), spread round-robin
-    over `targets` (room, ghost); `concurrency` senders PUT them at once with the appservice
-    token, each waiting for its answer before its next PUT."""
+async def _appservice_baseline(env: BenchEnv, bridge: Bridge, watcher: RoomWatcher, room: str,
+                               ghost: str, template: dict[str, Any], count: int) -> AppserviceRate:
+    """`count` events like `template` from `ghost` into `room`: sequential PUTs, appservice token."""
     token = str(bridge.config["appservice.as_token"])
+    base = f"{env.synapse.hs_url}/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message"
     txn = itertools.count(int(time.time() * 1000))
-    tags = [marker(kind, i) for i in range(count)]
+    tags = [marker("as", i) for i in range(count)]
     old = marker("warmup", 0)
-    todo: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
-    for i, tag in enumerate(tags):
-        room, ghost = targets[i % len(targets)]
-        todo.put_nowait((room, ghost, tag))
-
-    async def sender(http: aiohttp.ClientSession) -> None:
-        while not todo.empty():
-            room, ghost, tag = todo.get_nowait()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        started = time.monotonic()
+        for tag in tags:
             content = copy.deepcopy(template)
             for key in ("body", "formatted_body"):
                 if isinstance(content.get(key), str):
                     content[key] = content[key].replace(old, tag)
-            url = (f"{env.synapse.hs_url}/_matrix/client/v3/rooms/{quote(room)}/send/"
-                   f"m.room.message/{next(txn)}")
-            async with http.put(url, params={"user_id": ghost}, json=content) as resp:
+            async with http.put(f"{base}/{next(txn)}", params={"user_id": ghost}, json=content) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"appservice send -> {resp.status} {await resp.text()}")
-
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-        started = time.monotonic()
-        await asyncio.gather(*(sender(http) for _ in range(concurrency)))
         sent = time.monotonic() - started
-    await watcher.wait_for(tags, timeout=120)
+    await watcher.wait_for(tags, timeout=60)
     return AppserviceRate(count, sent, max(watcher.arrivals[t] for t in tags) - started)
 
 
@@ -252,8 +239,8 @@ async def run(args: argparse.Namespace) -> None:
             watcher = RoomWatcher(env.user, room, mail_marker)
             await watcher.start()
             step(f"baseline: {m} appservice sends into the room")
-            appservice = await appservice_baseline(env, bridge, watcher, [(room, first["sender"])],
-                                                   first["content"], m)
+            appservice = await _appservice_baseline(env, bridge, watcher, room, first["sender"],
+                                                    first["content"], m)
         finally:
             await env.stop_bridge(bridge)
         try:

@@ -31,13 +31,13 @@ def marker_of(event: Event) -> str | None:
     return found.group(0) if found else None
 
 
-def bench_mail(to: str, kind: str, i: int, sender: str = SENDER) -> EmailMessage:
-    """A ~3 KB mail (text + HTML) from `sender` whose body carries `marker(kind, i)`."""
+def bench_mail(to: str, kind: str, i: int) -> EmailMessage:
+    """A ~3 KB mail (text + HTML) whose body carries `marker(kind, i)`."""
     tag = marker(kind, i)
     text = f"Hello,\n\n{_PARAGRAPH * 3}\n\n{tag}\n\nBest,\nRobin\n"
     html = (f"<html><body><p>Hello,</p><p>{_PARAGRAPH * 3}</p><p><b>{tag}</b></p>"
             "<p>Best,<br>Robin</p></body></html>")
-    return mail(sender, [to], f"Planning note {kind} {i}", text, html=html)
+    return mail(SENDER, [to], f"Planning note {kind} {i}", text, html=html)
 
 
 def deliver_timed(stack: MailStack, msg: EmailMessage, to: str) -> float:
@@ -46,11 +46,10 @@ def deliver_timed(stack: MailStack, msg: EmailMessage, to: str) -> float:
     return time.monotonic()
 
 
-def deliver_burst(stack: MailStack, msgs: list[EmailMessage], to: str,
-                  envelope: str = SENDER_ADDRESS) -> float:
+def deliver_burst(stack: MailStack, msgs: list[EmailMessage], to: str) -> float:
     """Send all `msgs` in one SMTP session, back to back; returns the seconds it took."""
     started = time.monotonic()
     with smtplib.SMTP(stack.host, stack.smtp_port, timeout=30) as smtp:
         for msg in msgs:
-            smtp.sendmail(envelope, [to], msg.as_bytes())
+            smtp.sendmail(SENDER_ADDRESS, [to], msg.as_bytes())
     return time.monotonic() - started

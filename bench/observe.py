@@ -16,7 +16,7 @@ Arrivals = dict[str, float]
 
 
 class RoomWatcher:
-    """Records when events of one room (or, with `more_rooms`, several) become visible to the user.
+    """Records when events of one room become visible to the user.
 
     mode "sync": a /sync long-poll (Synapse answers as soon as an event is persisted, so the
     arrival is seen within a round trip, with no polling error and next to no extra load).
@@ -25,15 +25,11 @@ class RoomWatcher:
     """
 
     def __init__(self, client: MatrixTestClient, room_id: str, marker_of: Callable[[Event], str | None],
-                 *, mode: str = "sync", interval_s: float = 0.05,
-                 more_rooms: list[str] | None = None) -> None:
+                 *, mode: str = "sync", interval_s: float = 0.05) -> None:
         if mode not in ("sync", "messages"):
             raise ValueError(f"unknown watch mode {mode!r}")
-        if more_rooms and mode != "sync":
-            raise ValueError("several rooms are watched with mode 'sync' only")
         self.client = client
         self.room_id = room_id
-        self.rooms = [room_id, *(more_rooms or [])]
         self.marker_of = marker_of
         self.mode = mode
         self.interval_s = interval_s
@@ -43,7 +39,7 @@ class RoomWatcher:
         self._task: asyncio.Task[None] | None = None
         self._since: str | None = None
         self._filter = json.dumps({
-            "room": {"rooms": self.rooms, "timeline": {"limit": 1000},
+            "room": {"rooms": [room_id], "timeline": {"limit": 1000},
                      "state": {"lazy_load_members": True}, "ephemeral": {"types": []},
                      "account_data": {"types": []}},
             "presence": {"types": []}, "account_data": {"types": []},
@@ -101,9 +97,8 @@ class RoomWatcher:
                                                  since=self._since, timeout="1000")
                 now = time.monotonic()
                 self._since = data["next_batch"]
-                joined = data.get("rooms", {}).get("join", {})
-                self._record([e for r in self.rooms
-                              for e in joined.get(r, {}).get("timeline", {}).get("events", [])], now)
+                room = data.get("rooms", {}).get("join", {}).get(self.room_id, {})
+                self._record(room.get("timeline", {}).get("events", []), now)
             else:
                 events = await self._latest()
                 now = time.monotonic()

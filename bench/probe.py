@@ -1,7 +1,7 @@
 """Time stamps from inside the in-process bridge, to tell where a mail's latency goes.
 
 Nothing in the bridge is changed: the IMAP engine's own debug log line says when a catch-up
-found the new UID, and the bridge instance's `submit_remote_event` is wrapped to note when a
+found the new UID, and the bridge instance's `queue_remote_event` is wrapped to note when a
 converted mail is handed to the portal (after fetch, parse, convert) and when its Matrix event
 was sent and stored.
 """
@@ -54,20 +54,15 @@ class StageProbe:
             self._handler = None
 
     def wrap(self, bridge: Bridge) -> None:
-        """Wrap this bridge instance's submit_remote_event (the class is untouched); call it
+        """Wrap this bridge instance's queue_remote_event (the class is untouched); call it
         before Bridge.start(), which hands the instance to the connector."""
-        inner: Callable[..., Awaitable[Any]] = bridge.submit_remote_event
+        inner: Callable[..., Awaitable[Any]] = bridge.queue_remote_event
 
-        async def timed(login_id: Any, event: Any, **options: Any) -> Any:
+        async def timed(login_id: Any, event: Any) -> Any:
             message_id = str(getattr(event, "message_id", ""))
             self.queued.setdefault(message_id, time.monotonic())
-            queued = await inner(login_id, event, **options)
+            portal = await inner(login_id, event)  # the connector records where the mail went
+            self.posted.setdefault(message_id, time.monotonic())
+            return portal
 
-            def posted(done: Any) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    self.posted.setdefault(message_id, time.monotonic())
-
-            queued.done.add_done_callback(posted)
-            return queued
-
-        bridge.submit_remote_event = timed  # type: ignore[method-assign]
+        bridge.queue_remote_event = timed  # type: ignore[method-assign]

@@ -21,7 +21,6 @@ from bridge.connectors.email.imap import (
     Backfill,
     Backoff,
     Checkpoint,
-    Delivery,
     DeliveryRetry,
     FetchedMail,
     ImapAccount,
@@ -34,7 +33,6 @@ from bridge.connectors.email.imap import (
 )
 from bridge.connectors.email.imap import sync as sync_module
 from bridge.connectors.email.imap.folder_sync import message_id_of
-from bridge.network import RetryHook
 from devstack.ports import free_port
 from devstack.stack import MailStack
 
@@ -44,14 +42,12 @@ from devstack.stack import MailStack
 class MemoryCheckpoints:
     def __init__(self) -> None:
         self.data: dict[str, Checkpoint] = {}
-        self.history: list[Checkpoint] = []
 
     async def get(self, folder: str) -> Checkpoint | None:
         return self.data.get(folder)
 
     async def set(self, folder: str, checkpoint: Checkpoint) -> None:
         self.data[folder] = checkpoint
-        self.history.append(checkpoint)
 
 
 def mid_of(mail: FetchedMail) -> str:
@@ -81,14 +77,7 @@ class MemorySink:
     def ids(self) -> list[str]:
         return [mid_of(m) for m in self.mails]
 
-    async def deliver(self, mail: FetchedMail, retry: RetryHook) -> Delivery:
-        """The whole delivery happens here, before the next mail is handed over."""
-        await self.deliver_now(mail)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return Delivery("", done)
-
-    async def deliver_now(self, mail: FetchedMail) -> None:
+    async def deliver(self, mail: FetchedMail) -> None:
         mid = mid_of(mail)
         self.attempts.append((mid, self.checkpoints.data.get(mail.folder)))
         left = self.fail.get(mid, 0)
@@ -194,10 +183,10 @@ class Harness:
         return ImapAccount(**settings)  # type: ignore[arg-type]
 
     def engine(
-        self, account: ImapAccount, *, sink_class: type[MemorySink] = MemorySink, **kw: object
+        self, account: ImapAccount, **kw: object
     ) -> tuple[ImapSync, MemorySink, MemoryCheckpoints, Recorder]:
         checkpoints = MemoryCheckpoints()
-        sink = sink_class(checkpoints)
+        sink = MemorySink(checkpoints)
         recorder = Recorder()
         options: dict[str, object] = {
             "backfill": Backfill(max_age_days=30, max_messages=50),
@@ -430,50 +419,11 @@ async def test_checkpoint_advances_only_after_delivery_and_failures_are_retried(
     await sync.run_once()
     assert sink.ids == ["<r0@x>", "<r1@x>", "<r2@x>"]
     uids = [m.uid for m in sink.mails]
-    # while <r1> was failing the checkpoint never passed it
-    seen = [cp.last_uid for mid, cp in sink.attempts if mid == "<r1@x>" and cp]
-    assert len(seen) == 3 and all(start <= uid < uids[1] for uid in seen)
+    # while <r1> was failing the checkpoint stayed at <r0>
+    assert [cp.last_uid for mid, cp in sink.attempts if mid == "<r1@x>" and cp] == [uids[0]] * 3
     assert sink.attempts[0][1] == Checkpoint(sink.mails[0].uidvalidity, start)
     assert checkpoints.data["INBOX"].last_uid == uids[2]
     assert sink.given_up == []
-
-
-class HeldSink(MemorySink):
-    """Each mail goes to a room of its own and stays on its way there until the test finishes it."""
-
-    def __init__(self, checkpoints: MemoryCheckpoints) -> None:
-        super().__init__(checkpoints)
-        self.held: dict[str, asyncio.Future[None]] = {}
-
-    async def deliver(self, mail: FetchedMail, retry: RetryHook) -> Delivery:
-        await self.deliver_now(mail)
-        self.held[mid_of(mail)] = asyncio.get_running_loop().create_future()
-        return Delivery(mid_of(mail), self.held[mid_of(mail)])
-
-
-async def test_checkpoint_never_passes_a_mail_still_on_its_way(harness: Harness) -> None:
-    account = await harness.account("dave")
-    sync, sink, checkpoints, _ = harness.engine(
-        account, sink_class=HeldSink, backfill=Backfill(max_age_days=None, max_messages=0), parallel=3)
-    assert isinstance(sink, HeldSink)
-    await sync.run_once()
-    start = checkpoints.data["INBOX"].last_uid
-    for i in range(4):
-        await harness.append("dave", "INBOX", make_mail(f"<h{i}@x>"))
-    checkpoints.history.clear()
-    run = asyncio.create_task(sync.run_once())
-    await wait_until(lambda: len(sink.held) == 3, 10, "three mails on their way")
-    sink.held["<h2@x>"].set_result(None)  # a later mail finishes first: <h3> may go now
-    await wait_until(lambda: len(sink.held) == 4, 10, "the fourth mail handed over")
-    assert checkpoints.history == []
-    sink.held["<h0@x>"].set_result(None)
-    await wait_until(lambda: len(checkpoints.history) == 1, 10, "the checkpoint past <h0>")
-    sink.held["<h3@x>"].set_result(None)  # <h1> still holds the checkpoint
-    sink.held["<h1@x>"].set_result(None)
-    await run
-    uids = {mid_of(m): m.uid for m in sink.mails}
-    assert [cp.last_uid for cp in checkpoints.history] == [uids["<h0@x>"], uids["<h3@x>"]]
-    assert start < uids["<h0@x>"]
 
 
 async def test_poison_mail_is_reported_after_retries_and_does_not_block(harness: Harness) -> None:
@@ -521,7 +471,7 @@ async def test_outage_during_delivery_is_not_counted_against_the_mail(harness: H
     sync, sink, checkpoints, _ = harness.engine(account, backfill=Backfill(max_age_days=None, max_messages=0))
     await sync.run_once()
     await harness.append("dave", "INBOX", make_mail("<o1@x>"))
-    real_deliver = sink.deliver_now
+    real_deliver = sink.deliver
     outages = 0
 
     async def unreachable(mail: FetchedMail) -> None:
@@ -529,11 +479,11 @@ async def test_outage_during_delivery_is_not_counted_against_the_mail(harness: H
         outages += 1
         raise ConnectionRefusedError("homeserver unreachable")
 
-    sink.deliver_now = unreachable  # type: ignore[method-assign]
+    sink.deliver = unreachable  # type: ignore[method-assign]
     with pytest.raises(ConnectionRefusedError):
         await sync.run_once()
     assert outages == 1 and sink.given_up == []  # held at once, not retried as the mail's fault
-    sink.deliver_now = real_deliver  # type: ignore[method-assign]
+    sink.deliver = real_deliver  # type: ignore[method-assign]
     await sync.run_once()
     assert sink.ids == ["<o1@x>"] and sink.given_up == []
     assert checkpoints.data["INBOX"].last_uid == sink.mails[-1].uid

@@ -21,7 +21,6 @@ from bridge.connectors.email.imap import (
     mutf7,
 )
 from bridge.connectors.email.imap.changes import Changes
-from bridge.connectors.email.imap.checkpoint import CheckpointTracker
 from bridge.connectors.email.imap.folder_sync import message_id_of
 from bridge.connectors.email.imap.responses import (
     imap_date,
@@ -229,31 +228,3 @@ async def test_a_greeting_that_stalls_fails_within_the_timeout_and_leaves_nothin
     finally:
         server.close()
         await server.wait_closed()
-
-
-def test_checkpoint_tracker_stays_below_the_lowest_unfinished_uid() -> None:
-    tracker = CheckpointTracker(10)
-    for uid in (11, 13, 14, 20):
-        tracker.begin(uid)
-    tracker.finish(14)
-    tracker.finish(20)
-    assert tracker.last_uid == 10 and tracker.unfinished == 2  # 11 and 13 are still on their way
-    tracker.finish(11)
-    assert tracker.last_uid == 11  # 13 holds it
-    tracker.skip(21)  # expunged: nothing to wait for, but it cannot pass 13 either
-    assert tracker.last_uid == 11
-    tracker.finish(13)
-    assert tracker.last_uid == 21 and tracker.unfinished == 0
-
-
-def test_checkpoint_tracker_refuses_uids_out_of_order_or_twice() -> None:
-    tracker = CheckpointTracker(5)
-    tracker.begin(7)
-    with pytest.raises(ValueError):
-        tracker.begin(6)
-    with pytest.raises(ValueError):
-        tracker.finish(8)  # never begun
-    tracker.finish(7)
-    with pytest.raises(ValueError):
-        tracker.finish(7)
-    assert tracker.last_uid == 7

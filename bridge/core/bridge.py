@@ -54,10 +54,8 @@ from ..network import (
     NetworkUserID,
     PortalID,
     PortalRef,
-    QueuedEvent,
     RemoteEvent,
     RemoteMessage,
-    RetryHook,
     StartChatHandler,
     UserLoginID,
 )
@@ -761,10 +759,6 @@ class Bridge:
         return await self.get_portal(row.id, self.logins[UserLoginID(row.receiver)])
 
     async def ensure_space(self, login: UserLogin) -> str:
-        async with login.space_lock:
-            return await self._ensure_space(login)
-
-    async def _ensure_space(self, login: UserLogin) -> str:
         if login.row.space_room:
             return login.row.space_room
         room_id = await self.bot.create_room(
@@ -811,12 +805,6 @@ class Bridge:
         return self.secret_box.open(token)
 
     async def queue_remote_event(self, login_id: UserLoginID, event: RemoteEvent) -> PortalID:
-        queued = await self.submit_remote_event(login_id, event)
-        await queued.done
-        return queued.portal
-
-    async def submit_remote_event(self, login_id: UserLoginID, event: RemoteEvent, *,
-                                  retry: RetryHook | None = None) -> QueuedEvent:
         login = self.logins[login_id]
         portal_id = event.portal
         if isinstance(event, RemoteMessage):
@@ -825,26 +813,13 @@ class Bridge:
             placed = await self.messages.placement(login_id, event.message_id)
             if placed is not None:
                 if placed[1]:
-                    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                    done.set_result(None)
-                    return QueuedEvent(PortalID(placed[0]), done)
+                    return PortalID(placed[0])
                 portal_id = PortalID(placed[0])
         portal = await self.get_portal(portal_id, login)
         started = time.monotonic()
-
-        async def handle() -> None:
-            attempt = 0
-            while True:
-                try:
-                    await portal.handle_remote(event)
-                    break
-                except Exception as e:
-                    attempt += 1
-                    if retry is None or not await retry(e, attempt):
-                        raise
-            self.metrics.observe_remote(type(event).__name__, started)
-
-        return QueuedEvent(portal_id, portal.submit(handle))
+        await portal.enqueue(lambda: portal.handle_remote(event))
+        self.metrics.observe_remote(type(event).__name__, started)
+        return portal_id
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None:
         """Store the state; tell the user about trouble, and about recovery after trouble."""

@@ -81,16 +81,11 @@ class Portal:
     # ---------------------------------------------------------------- queue
     async def enqueue(self, run: Callable[[], Awaitable[None]]) -> None:
         """Run `run` after everything queued before it; wait for it and re-raise its error."""
-        await self.submit(run)
-
-    def submit(self, run: Callable[[], Awaitable[None]]) -> asyncio.Future[None]:
-        """Queue `run` behind everything queued before it; the future completes with its
-        outcome. Cancelling the future before `run` started means it is not run at all."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(run, done))
+        await self._queue.put(_Job(run, done))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name=f"portal-{self.row.id}")
-        return done
+        await done
 
     @property
     def queued(self) -> int:
@@ -100,8 +95,6 @@ class Portal:
     async def _work(self) -> None:
         while not self._queue.empty():
             job = await self._queue.get()
-            if job.done.done():
-                continue  # nobody waits for it any more (cancelled before it started)
             try:
                 await job.run()
             except Exception as e:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..db import UserLoginRow
@@ -29,8 +28,6 @@ class UserLogin:
     state_reason: str | None = None
     # A trouble notice was sent; the next CONNECTED is announced as a recovery.
     trouble_reported: bool = False
-    # Rooms of several portals are created at once: one of them creates the space.
-    space_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def capability(self, kind: type[Capability]) -> Capability | None:
         """The connected client if it implements `kind` (an optional capability), else None."""

@@ -17,14 +17,7 @@ from .capabilities import (
     StartChatHandler,
     SyncHandler,
 )
-from .connector import (
-    BridgeAPI,
-    LoginAPI,
-    NetworkClient,
-    NetworkConnector,
-    QueuedEvent,
-    RetryHook,
-)
+from .connector import BridgeAPI, LoginAPI, NetworkClient, NetworkConnector
 from .errors import (
     ActionNotSupported,
     ConfigError,
@@ -88,7 +81,6 @@ __all__ = [
     "NetworkUserID",
     "PortalID",
     "PortalRef",
-    "QueuedEvent",
     "ReactionHandler",
     "ReadReceiptHandler",
     "RedactionHandler",
@@ -100,7 +92,6 @@ __all__ = [
     "RemoteMessage",
     "RemoteReaction",
     "RemoteReadReceipt",
-    "RetryHook",
     "StartChatHandler",
     "SyncHandler",
     "UserInfo",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,24 +27,6 @@ class LoginAPI:
     user_mxid: str
     remote_name: str
     metadata: dict[str, Any]
-
-
-#: Asked inside a portal's queue when handling a remote event raised: the error and how many
-#: attempts failed so far. True: handle the event again now (the portal's later events wait
-#: meanwhile); False: stop, and the error completes the event's `QueuedEvent.done`.
-RetryHook = Callable[[BaseException, int], Awaitable[bool]]
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedEvent:
-    """A remote event that has its place in its portal's order.
-
-    `done` completes once the event is handled (or raises its error). Cancelling `done` before
-    the portal started on the event means it is not handled at all.
-    """
-
-    portal: PortalID
-    done: asyncio.Future[None]
 
 
 class BridgeAPI(Protocol):
@@ -74,13 +55,6 @@ class BridgeAPI(Protocol):
         """Queue an event for its portal; returns once it is handled (posted or recorded), with
         the portal it went to. The core owns where a message lives: a message posted before is
         not posted again, and its portal is returned, whatever portal the event proposed."""
-
-    async def submit_remote_event(self, login_id: UserLoginID, event: RemoteEvent, *,
-                                  retry: RetryHook | None = None) -> QueuedEvent:
-        """Queue an event for its portal and return as soon as it has its place there (events
-        submitted for one portal are handled in the order they were submitted; those of
-        different portals at the same time). `queue_remote_event` is this plus waiting for
-        `done`. A failure while handling it is offered to `retry` before it is given up."""
 
 
     async def send_login_state(self, login_id: UserLoginID, state: LoginStateEvent) -> None: ...

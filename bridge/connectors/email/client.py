@@ -155,7 +155,6 @@ class EmailClient(NetworkClient, StartChatHandler, ReadReceiptHandler, EditHandl
             backfill=Backfill(max_age_days=cfg.backfill_days, max_messages=cfg.backfill_messages),
             idle_renew_s=cfg.idle_renew_s, poll_interval_s=cfg.poll_interval_s,
             use_notify=cfg.use_notify, connect_limit=self.connector.imap_connect_limit,
-            parallel=cfg.parallel_deliveries,
         )
         await self._sync.start()
         self.outbox.start()

@@ -34,7 +34,6 @@ class EmailConfig:
     poll_interval_s: float
     use_notify: bool
     connect_concurrency: int
-    parallel_deliveries: int
     backfill_days: int
     backfill_messages: int
     max_message_bytes: int
@@ -80,13 +79,6 @@ def _positive(section: dict[str, Any], path: str) -> float:
     if value is None or value <= 0:
         raise ConfigError(f"{SECTION}.{path}", "must be a positive number")
     return float(value)
-
-
-def _at_least_one(section: dict[str, Any], path: str) -> int:
-    value = _get(section, path, int)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{SECTION}.{path}", "must be a whole number, at least 1")
-    return value
 
 
 def _nameserver(section: dict[str, Any]) -> Nameserver | None:
@@ -146,7 +138,6 @@ def parse_config(section: dict[str, Any]) -> EmailConfig:
         poll_interval_s=_positive(section, "imap.poll_interval"),
         use_notify=bool(_get(section, "imap.notify", bool)),
         connect_concurrency=int(_positive(section, "imap.connect_concurrency")),
-        parallel_deliveries=_at_least_one(section, "imap.parallel_deliveries"),
         backfill_days=int(_get(section, "backfill.max_age_days", int)),
         backfill_messages=int(_get(section, "backfill.max_messages", int)),
         max_message_bytes=int(_positive(section, "limits.max_message_bytes")),

@@ -1,8 +1,7 @@
 """The inbound pipeline: a fetched mail becomes a remote message in the right room and thread.
 
-This is the sync engine's `MailSink` for one login. `deliver` returns once the mail has its
-place in its room's queue; what it returns completes only after the events are posted and the
-mail is indexed, so the folder checkpoint never runs ahead of Matrix.
+This is the sync engine's `MailSink` for one login. `deliver` returns only after the events are
+posted and the mail is indexed, so the folder checkpoint never runs ahead of Matrix.
 """
 
 from __future__ import annotations
@@ -13,18 +12,17 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from ...network import MessageID, NetworkUserID, PortalID, RemoteMessage, RetryHook, UserInfo
+from ...network import MessageID, NetworkUserID, PortalID, RemoteMessage, UserInfo
 from ...network.events import ConvertedPart, MediaUpload
 from .addresses import address_key
 from .authenticity import Authenticity, SenderCheck
 from .authenticity.check import MailEvidence
 from .db import MailIndexRow
-from .imap import Delivery, FetchedMail
+from .imap import FetchedMail
 from .inbound.convert import ConvertedEmail, convert_email, convert_rejected
 from .inbound.limits import MailRejected
 from .inbound.model import ParsedEmail
 from .inbound.parse import UNKNOWN_SENDER, parse_email
-from .mail_in_flight import MailInFlight
 from .placement import MAILER_DAEMON, Placement, Placer, thread_refs
 from .rooms import ghost_id, room_for, user_info
 
@@ -45,7 +43,6 @@ class InboundPipeline:
     def __init__(self, client: EmailClient) -> None:
         self.client = client
         self.placer = Placer(client)
-        self._in_flight = MailInFlight()
 
     async def is_known(self, message_id: str) -> bool:
         """Indexed here: posted to Matrix (the index row is written once the core has posted
@@ -57,50 +54,30 @@ class InboundPipeline:
         log.error("Giving up on %s UID %d of %s: %s", mail.folder, mail.uid, self.client.address, exc)
         await self._post_rejected(mail, f"the bridge could not process it ({type(exc).__name__})")
 
-    async def deliver(self, mail: FetchedMail, retry: RetryHook) -> Delivery:
-        """Parse, check and place the mail, and queue it in its room; its `done` completes once
-        it is posted and indexed (see `MailSink`)."""
+    async def deliver(self, mail: FetchedMail) -> None:
         limits = self.client.connector.parse_limits
         try:
             parsed = await parse_email(mail.raw, limits)
         except MailRejected as e:
             log.warning("Mail UID %d in %s rejected: %s", mail.uid, mail.folder, e.reason)
             await self._post_rejected(mail, e.reason)
-            return _finished()
+            return
         message_id = parsed.message_id or fallback_message_id(mail.raw)
         index = self.client.mail_index
         login_id = self.client.login.login_id
-        await self._settle(parsed, message_id)
         if await self.is_known(message_id):
             # Already in Matrix or sent from it (the same mail in another folder, our own sent
             # mail): only where it is stored is recorded; its portal stays as indexed.
             await index.upsert(self._index_row(parsed, message_id, PortalID(""), mail, answerable=True))
-            return _finished()
+            return
         check = await self._check_sender(parsed, mail)
         placement = await self.placer.place(parsed, check)
         remote = await self._remote_message(parsed, message_id, mail, placement)
         # The core says where the mail is: a mail it posted before stays in its portal.
-        queued = await self.client.bridge.submit_remote_event(login_id, remote, retry=retry)
-
-        async def record(portal: PortalID) -> None:
-            await self.client.portal_people.add(login_id, portal, placement.new_people)
-            await index.upsert(self._index_row(parsed, message_id, portal, mail,
-                                               answerable=placement.answerable))
-
-        return Delivery(queued.portal, self._in_flight.track(message_id, queued, record, retry))
-
-    async def _settle(self, parsed: ParsedEmail, message_id: str) -> None:
-        """Wait for the mails still on their way that this one's placement reads: the same
-        mail, the mails it answers or reports on, and those going to the room of its thread
-        (they may make its sender one of that room's people)."""
-        refs = thread_refs(parsed)
-        report = parsed.report.original_message_id if parsed.report is not None else None
-        await self._in_flight.settle([message_id, *refs, *([report] if report else [])])
-        if refs:
-            portal = await self.client.mail_index.portal_for_any(self.client.login.login_id,
-                                                                  list(reversed(refs)))
-            if portal:
-                await self._in_flight.settle(portal=portal)
+        portal = await self.client.bridge.queue_remote_event(login_id, remote)
+        await self.client.portal_people.add(login_id, portal, placement.new_people)
+        await index.upsert(self._index_row(parsed, message_id, portal, mail,
+                                           answerable=placement.answerable))
 
     def _own_sent_mail(self, address: str, mail: FetchedMail) -> bool:
         return mail.folder == self.client.sent_folder and address_key(address) in self.client.own_addresses
@@ -177,8 +154,3 @@ class InboundPipeline:
         )
         await self.client.bridge.queue_remote_event(self.client.login.login_id, remote)
 
-
-def _finished() -> Delivery:
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    done.set_result(None)
-    return Delivery("", done)

@@ -24,7 +24,7 @@ from .errors import (
 from .kept import KeptImapSession
 from .ops import AppendResult, ImapOps
 from .policy import Backfill, DeliveryRetry
-from .sink import Delivery, FetchedMail, MailSink, SeenListener
+from .sink import FetchedMail, MailSink, SeenListener
 from .state import StateListener, SyncState
 from .sync import ImapSync
 
@@ -34,7 +34,6 @@ __all__ = [
     "Backoff",
     "Checkpoint",
     "CheckpointStore",
-    "Delivery",
     "DeliveryRetry",
     "FetchedMail",
     "ImapAccount",

@@ -13,12 +13,9 @@ import logging
 from ....network import is_infrastructure_error
 from .checkpoint import Checkpoint, CheckpointStore
 from .connection import ImapConnection
-from .in_flight import InFlight, SyncStopped
 from .policy import Backfill, DeliveryRetry
 from .responses import FetchRecord, MailboxStatus, imap_date
 from .sink import FetchedMail, MailSink, SeenListener
-
-__all__ = ["FolderSyncer", "SyncStopped", "message_id_of"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +24,10 @@ MESSAGE_ID_ITEMS = "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
 MESSAGE_ID_SECTION = "BODY[HEADER.FIELDS (MESSAGE-ID)]"
 SIZE_CHUNK = 1000
 HEADER_CHUNK = 500
+
+
+class SyncStopped(Exception):
+    """Raised inside a sync pass when the engine is asked to stop."""
 
 
 def message_id_of(header_block: bytes | None) -> str | None:
@@ -50,8 +51,6 @@ class FolderSyncer:
 
     Fetches use BODY.PEEK[], so nothing is marked \\Seen. Mail is fetched in batches of at
     most `batch_size` messages and (unless a single message is larger) `batch_bytes` bytes.
-    Mail of up to `parallel` rooms is on its way to the sink at once: rooms reach Matrix at the
-    same time, each room's mail in UID order (the sink keeps that order).
     """
 
     def __init__(
@@ -64,7 +63,6 @@ class FolderSyncer:
         stop: asyncio.Event,
         batch_size: int = 50,
         batch_bytes: int = 20_000_000,
-        parallel: int = 10,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         seen: SeenListener | None = None,
     ) -> None:
@@ -75,14 +73,10 @@ class FolderSyncer:
         self._stop = stop
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
-        self._parallel = parallel
         self._now = now
         self._seen = seen
         # folder -> (UIDVALIDITY, HIGHESTMODSEQ) up to which flag changes were looked at
         self._modseq: dict[str, tuple[int, int]] = {}
-        # Per folder, the live mail of this session still on its way (see `_catch_up`).
-        self._live: dict[str, InFlight] = {}
-        self.on_error: Callable[[], None] = lambda: None
 
     async def sync(self, conn: ImapConnection, folder: str) -> int:
         """Select `folder` and deliver whatever is due; returns the number of mails handed over.
@@ -99,8 +93,6 @@ class FolderSyncer:
                 # flag changes are looked for from the first look at the folder on
                 self._modseq[folder] = (status.uidvalidity, status.highestmodseq)
             checkpoint = await self._checkpoints.get(folder)
-            if checkpoint is None or checkpoint.uidvalidity != status.uidvalidity:
-                await self._end_live(folder)
             if checkpoint is None:
                 delivered += await self._first_sync(conn, folder, status)
                 continue
@@ -112,34 +104,6 @@ class FolderSyncer:
             if found == 0 and conn.exists_seen == announced:
                 await self._flag_changes(conn, folder, status)
                 return delivered
-
-    def check(self) -> None:
-        """Raise the error that halted the live mail of a folder, if one did."""
-        for flight in self._live.values():
-            flight.raise_error()
-
-    async def settle(self) -> None:
-        """Wait until the live mail of every folder is finished; raise what halted it."""
-        for flight in list(self._live.values()):
-            await flight.wait()
-
-    async def end_session(self, *, graceful: bool) -> None:
-        """The session is over: with `graceful`, live mail on its way may finish first; mail
-        not finished is withdrawn (the next session delivers it from the checkpoint)."""
-        flights = list(self._live.values())
-        self._live.clear()
-        try:
-            if graceful:
-                for flight in flights:
-                    await flight.wait_quietly()
-        finally:
-            for flight in flights:
-                await flight.withdraw()
-
-    async def _end_live(self, folder: str) -> None:
-        flight = self._live.pop(folder, None)
-        if flight is not None:
-            await flight.withdraw()
 
     async def backfill_older(self, conn: ImapConnection, folder: str, count: int,
                              criteria: tuple[str, ...] = ("ALL",)) -> int:
@@ -162,42 +126,43 @@ class FolderSyncer:
                     break
             if len(chosen) >= count:
                 break
-        return await self._deliver_all(conn, folder, status.uidvalidity, sorted(chosen),
-                                       backfill=True, checkpointed=False)
+        return await self._fetch_and_deliver(conn, folder, status.uidvalidity, sorted(chosen),
+                                             backfill=True, checkpoint_each=False)
 
     # ------------------------------------------------------------------ the three cases
 
     async def _catch_up(
         self, conn: ImapConnection, folder: str, status: MailboxStatus, checkpoint: Checkpoint
     ) -> tuple[int, int]:
-        """Hand over every UID above the last one handed over; returns (new UIDs found, mails
-        handed over). They are not waited for: a room that takes its time holds back neither
-        other rooms nor mail arriving later (see `check`, `settle`, `end_session`)."""
-        flight = self._live.get(folder)
-        if flight is None:
-            flight = self._live[folder] = self._flight(folder, status.uidvalidity,
-                                                       checkpoint.last_uid, checkpointed=True)
-        flight.raise_error()
-        since = flight.highest
-        if status.uidnext is not None and status.uidnext - 1 <= since:
+        """Deliver every UID above the checkpoint; returns (new UIDs found, mails delivered)."""
+        if status.uidnext is not None and status.uidnext - 1 <= checkpoint.last_uid:
             return 0, 0
         # "n:*" also matches the highest UID when it is below n, hence the filter
-        found = await conn.uid_search("UID", f"{since + 1}:*")
-        uids = sorted(u for u in set(found) if u > since)
+        found = await conn.uid_search("UID", f"{checkpoint.last_uid + 1}:*")
+        uids = sorted(u for u in set(found) if u > checkpoint.last_uid)
         if not uids:
             if status.uidnext is not None:
                 # the UIDs below UIDNEXT that we never saw were expunged: skip past them
-                await flight.skip(status.uidnext - 1)
+                await self._checkpoints.set(
+                    folder, Checkpoint(status.uidvalidity, status.uidnext - 1)
+                )
             return 0, 0
-        log.debug("%s: %d new message(s) after UID %d", folder, len(uids), since)
-        handed = await self._fetch_and_deliver(conn, flight, uids, backfill=False)
+        log.debug("%s: %d new message(s) after UID %d", folder, len(uids), checkpoint.last_uid)
+        handed = await self._fetch_and_deliver(
+            conn, folder, status.uidvalidity, uids, backfill=False, checkpoint_each=True
+        )
         return len(uids), handed
 
     async def _first_sync(self, conn: ImapConnection, folder: str, status: MailboxStatus) -> int:
         window = await self._window(conn)
         log.info("%s: first sync, backfilling %d message(s)", folder, len(window))
-        delivered = await self._deliver_all(
-            conn, folder, status.uidvalidity, window, backfill=True, checkpointed=True,
+        delivered = await self._fetch_and_deliver(
+            conn,
+            folder,
+            status.uidvalidity,
+            window,
+            backfill=True,
+            checkpoint_each=True,
             not_before=self._cutoff(),
         )
         await self._finish(conn, folder, status, window)
@@ -237,8 +202,13 @@ class FolderSyncer:
         log.info("%s: %d of %d message(s) to deliver after the UIDVALIDITY change", folder,
                  len(due), len(everything))
         # checkpoints keep the old UIDVALIDITY until the end: an interrupted recovery is redone
-        delivered = await self._deliver_all(
-            conn, folder, status.uidvalidity, sorted(due), backfill=True, checkpointed=False,
+        delivered = await self._fetch_and_deliver(
+            conn,
+            folder,
+            status.uidvalidity,
+            sorted(due),
+            backfill=True,
+            checkpoint_each=False,
             not_before=self._cutoff(),
         )
         await self._finish(conn, folder, status, everything)
@@ -317,14 +287,7 @@ class FolderSyncer:
             batches.append(current)
         return batches
 
-    def _flight(self, folder: str, uidvalidity: int, last_uid: int, *, checkpointed: bool
-                ) -> InFlight:
-        return InFlight(folder=folder, uidvalidity=uidvalidity, last_uid=last_uid,
-                        checkpoints=self._checkpoints if checkpointed else None, sink=self._sink,
-                        retry=self._retry, limit=self._parallel, stopped=self._stop.is_set,
-                        sleep=self._sleep, on_error=self.on_error)
-
-    async def _deliver_all(
+    async def _fetch_and_deliver(
         self,
         conn: ImapConnection,
         folder: str,
@@ -332,41 +295,14 @@ class FolderSyncer:
         uids: list[int],
         *,
         backfill: bool,
-        checkpointed: bool,
+        checkpoint_each: bool,
         not_before: datetime | None = None,
     ) -> int:
-        """Hand over the mails of `uids` (ascending) and wait until all are finished; with
-        `checkpointed` the checkpoint follows them."""
         if not uids:
             return 0
-        flight = self._flight(folder, uidvalidity, uids[0] - 1, checkpointed=checkpointed)
-        try:
-            delivered = await self._fetch_and_deliver(conn, flight, uids, backfill=backfill,
-                                                      not_before=not_before)
-            await flight.wait()
-        except SyncStopped:
-            await flight.wait_quietly()
-            raise
-        finally:
-            await flight.withdraw()
-        return delivered
-
-    async def _fetch_and_deliver(
-        self,
-        conn: ImapConnection,
-        flight: InFlight,
-        uids: list[int],
-        *,
-        backfill: bool,
-        not_before: datetime | None = None,
-    ) -> int:
-        """Hand the mails of `uids` (ascending, above `flight.highest`) to `flight` in UID
-        order; returns how many were handed over (not waiting for them)."""
-        folder = flight.folder
         delivered = 0
         for batch in await self._batches(conn, uids):
             self._check_stop()
-            flight.raise_error()
             records = {
                 rec.uid: rec
                 for rec in await conn.uid_fetch(batch, FULL_ITEMS)
@@ -377,19 +313,53 @@ class FolderSyncer:
                 rec = records.get(uid)
                 if rec is None:
                     log.info("%s: UID %d was expunged before it could be fetched", folder, uid)
-                    await flight.skip(uid)
                     continue
                 too_old = (
                     not_before is not None
                     and rec.internal_date is not None
                     and rec.internal_date < not_before
                 )
-                if too_old:
-                    await flight.skip(uid)
-                    continue
-                await flight.hand_over(_to_mail(folder, flight.uidvalidity, rec, backfill))
-                delivered += 1
+                if not too_old:
+                    await self._deliver(_to_mail(folder, uidvalidity, rec, backfill))
+                    delivered += 1
+                if checkpoint_each:
+                    await self._checkpoints.set(folder, Checkpoint(uidvalidity, uid))
         return delivered
+
+    async def _deliver(self, mail: FetchedMail) -> None:
+        """Deliver one mail, retrying in place; give it up after `attempts` failures of its own.
+
+        A homeserver or database outage (`is_infrastructure_error`) is not the mail's fault: it
+        is raised, so the session ends and the engine resumes from the checkpoint once it can.
+        """
+        policy = self._retry
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                await self._sink.deliver(mail)
+                return
+            except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
+                context = (
+                    f"{mail.folder} UID {mail.uid} (UIDVALIDITY {mail.uidvalidity}), "
+                    f"attempt {attempt}/{policy.attempts}"
+                )
+                if attempt == policy.attempts:
+                    log.error("giving up on delivering %s", context, exc_info=exc)
+                    await self._give_up(mail, exc)
+                    return
+                log.warning("delivering %s failed: %r; retrying", context, exc, exc_info=exc)
+                await self._sleep(policy.delay(attempt))
+
+    async def _give_up(self, mail: FetchedMail, exc: BaseException) -> None:
+        """Tell the sink; if even that fails for a reason of the mail's own, move on anyway."""
+        try:
+            await self._sink.failed(mail, exc)
+        except Exception as report_exc:
+            if is_infrastructure_error(report_exc):
+                raise
+            log.error("could not report the failed mail %s UID %d; moving on", mail.folder, mail.uid,
+                      exc_info=report_exc)
 
     def _check_stop(self) -> None:
         if self._stop.is_set():

@@ -24,10 +24,9 @@ class Backfill:
 class DeliveryRetry:
     """Failure policy for `MailSink.deliver`.
 
-    A mail whose delivery raises is retried in place up to `attempts` times with exponential
-    delays (`initial_delay_s`, doubled each time, capped at `max_delay_s`; defaults: 1+2+4+8 =
-    15 s). A failure inside its room (`MailSink.deliver`'s retry hook) holds only that room's
-    later mail; a failure of `deliver` itself, before the mail has a room, holds the folder.
+    A mail whose delivery raises is retried in place, in UID order, up to `attempts` times
+    with exponential delays (`initial_delay_s`, doubled each time, capped at `max_delay_s`;
+    defaults: 1+2+4+8 = 15 s). Later mail of the folder waits meanwhile, so order is kept.
     After the last failure the engine calls `MailSink.failed(mail, exc)` and moves on.
     """
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
-
-from ....network import RetryHook
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,36 +24,19 @@ class FetchedMail:
     backfill: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A mail that has its place in the order of its `room`: `done` completes once the mail is
-    durably handled. Cancelling `done` withdraws the mail (if its room has not started on it)."""
-
-    room: str
-    done: asyncio.Future[None]
-
-
 class MailSink(Protocol):
     """Consumer of fetched mail (the bridge's inbound pipeline).
 
-    `deliver` is called in UID order, one call at a time. It returns once the mail has its
-    place in the order of its room (`Delivery`); mails of different rooms may then complete in
-    any order, those of one room complete in the order they were handed over. `retry` is to be
-    asked (inside the room's order, so the room's later mail waits) when handling the mail
-    there fails; when it answers False, `done` raises that failure. An error raised by `deliver` itself is retried in
-    place by the engine, before any later mail is handed over.
-
-    The engine advances the folder checkpoint past a UID only after its mail and every mail
-    before it completed (or `failed` returned, see `DeliveryRetry`). The same mail may be
-    delivered again after a crash (at-least-once). A withdrawn mail is delivered again by a
-    later session.
+    `deliver` must return only once the mail is durably handled; the engine advances the
+    folder checkpoint past a UID only after `deliver` returned (or `failed` returned, see
+    `DeliveryRetry`). The same mail may be delivered again after a crash (at-least-once).
     `failed` must durably record the give-up (e.g. a dead-letter entry) or raise; if it
     raises, the checkpoint is not advanced and the engine retries the mail later.
     `is_known` tells whether a Message-ID (angle brackets included, as in the header) has
     been handled before; it is only asked after a folder's UIDVALIDITY changed.
     """
 
-    async def deliver(self, mail: FetchedMail, retry: RetryHook) -> Delivery: ...
+    async def deliver(self, mail: FetchedMail) -> None: ...
 
     async def failed(self, mail: FetchedMail, exc: BaseException) -> None: ...
 

@@ -45,8 +45,7 @@ class ImapSync:
     last checkpoint). Two back-offs: `connect_backoff` while the server cannot be reached or
     refuses the session (short cap, so the engine is back within seconds of the server), and
     `backoff` for sessions that fail after logging in (longer cap, so a failing sync does not
-    log in over and over); each is reset once it succeeds. Mail of up to `parallel` rooms is
-    on its way to the sink at once (see `FolderSyncer`). A rejected login reports BAD_CREDENTIALS and ends retrying until
+    log in over and over); each is reset once it succeeds. A rejected login reports BAD_CREDENTIALS and ends retrying until
     `start()` is called again.
     """
 
@@ -72,7 +71,6 @@ class ImapSync:
         delivery_retry: DeliveryRetry | None = None,
         batch_size: int = 50,
         batch_bytes: int = 20_000_000,
-        parallel: int = 10,
         stop_grace_s: float = 2.0,
     ) -> None:
         self.account = account
@@ -92,8 +90,6 @@ class ImapSync:
         self._backoff = backoff or Backoff(initial_s=1.0, max_s=60.0)
         self._connect_backoff = connect_backoff or Backoff(initial_s=0.5, max_s=5.0)
         self._stop = asyncio.Event()
-        # Set on stop, and when mail on its way fails in a way that ends the session.
-        self._wake = asyncio.Event()
         self._syncer = FolderSyncer(
             sink=sink,
             checkpoints=checkpoints,
@@ -103,9 +99,7 @@ class ImapSync:
             batch_size=batch_size,
             batch_bytes=batch_bytes,
             seen=seen,
-            parallel=parallel,
         )
-        self._syncer.on_error = self._wake.set
         self._task: asyncio.Task[None] | None = None
         self._reported: tuple[SyncState, str | None] | None = None
 
@@ -125,7 +119,6 @@ class ImapSync:
         if self.running:
             return
         self._stop.clear()
-        self._wake.clear()
         self._backoff.reset()
         self._connect_backoff.reset()
         self._reported = None
@@ -140,7 +133,6 @@ class ImapSync:
         if task is None:
             return
         self._stop.set()
-        self._wake.set()
         if task is asyncio.current_task():
             return  # called from our own listener callback: the loop ends by itself
         if not task.done():
@@ -159,17 +151,13 @@ class ImapSync:
         if self.running:
             raise RuntimeError("run_once() cannot be used while the engine is started")
         self._stop.clear()
-        self._wake.clear()
         conn = await ImapConnection.open(self.account)
         try:
             await self._prepare(conn)
             await self._sync_all(conn)
-            await self._syncer.settle()
         except BaseException:
             conn.abort()
             raise
-        finally:
-            await self._syncer.end_session(graceful=False)
         await conn.close()
 
     async def backfill_older(self, count: int, criteria: tuple[str, ...] = ("ALL",)) -> int:
@@ -196,7 +184,6 @@ class ImapSync:
         await self._report(SyncState.CONNECTING, None)
         while not self._stop.is_set():
             conn: ImapConnection | None = None
-            self._wake.clear()
             try:
                 conn = await self._open()
                 self._connect_backoff.reset()
@@ -230,7 +217,6 @@ class ImapSync:
     async def _disconnected(self, reason: str, *, connected: bool) -> None:
         if self._stop.is_set():
             return
-        self._wake.clear()  # a wake-up of the session that ended
         await self._report(SyncState.TRANSIENT_DISCONNECT, reason)
         delay = (self._backoff if connected else self._connect_backoff).next_delay()
         log.info("reconnecting %s in %.1f s", self.account.username, delay)
@@ -260,18 +246,6 @@ class ImapSync:
                 self._on_special(flag, folder)
 
     async def _session(self, conn: ImapConnection) -> None:
-        """Sync until stopped or failed; mail still on its way then finishes or is withdrawn."""
-        try:
-            await self._watch(conn)
-        except asyncio.CancelledError:
-            await self._syncer.end_session(graceful=False)
-            raise
-        except BaseException:
-            await self._syncer.end_session(graceful=self._stop.is_set())
-            raise
-        await self._syncer.end_session(graceful=True)
-
-    async def _watch(self, conn: ImapConnection) -> None:
         await self._prepare(conn)
         if self.use_notify and conn.supports_notify:
             await self._notify_session(conn)
@@ -297,10 +271,9 @@ class ImapSync:
                 if conn.supports_idle:
                     # announcements also come without IDLE, but Dovecot starts watching a
                     # folder only a moment after a command: IDLE makes it look at once
-                    await conn.idle(self.idle_renew_s, wake=self._wake)
+                    await conn.idle(self.idle_renew_s, wake=self._stop)
                 else:
-                    await conn.wait_changes(self.idle_renew_s, self._wake)
-                self._syncer.check()
+                    await conn.wait_changes(self.idle_renew_s, self._stop)
                 continue
             for folder in watched[1:]:
                 if folder in folders or "" in folders:
@@ -325,10 +298,9 @@ class ImapSync:
                     wait = min(wait, next_poll - loop.time())
                 conn.changes.take()
                 if wait > 0:
-                    await conn.idle(wait, wake=self._wake)
+                    await conn.idle(wait, wake=self._stop)
                 if self._stop.is_set():
                     return
-                self._syncer.check()
                 if others and loop.time() >= next_poll:
                     await self._sync_all(conn)
                     next_poll = loop.time() + self.poll_interval_s
@@ -337,7 +309,6 @@ class ImapSync:
             else:
                 if await self._wait_stop(self.poll_interval_s):
                     return
-                self._syncer.check()
                 await self._sync_all(conn)
 
     async def _sync_all(self, conn: ImapConnection) -> None:
@@ -359,13 +330,13 @@ class ImapSync:
             await conn.close()
 
     async def _wait_stop(self, delay: float) -> bool:
-        """Sleep `delay` seconds or until woken; True if stop was requested."""
+        """Sleep `delay` seconds or until stop is requested; True if stop was requested."""
         try:
             async with asyncio.timeout(delay):
-                await self._wake.wait()
+                await self._stop.wait()
         except TimeoutError:
             return False
-        return self._stop.is_set()
+        return True
 
     async def _report(self, state: SyncState, reason: str | None) -> None:
         if self._reported == (state, reason):
