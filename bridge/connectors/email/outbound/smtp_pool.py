@@ -17,6 +17,7 @@ import asyncio
 from email.message import EmailMessage
 import logging
 
+from ..idle_close import IdleClose
 from ..sasl import BearerUnavailable
 from .smtp_submit import (
     SmtpAccount,
@@ -36,15 +37,12 @@ class SmtpPool:
     """One kept-alive SMTP session; `send` is serialised. `sessions_opened` counts logins."""
 
     def __init__(self, idle_close_s: float, name: str = "") -> None:
-        self.idle_close_s = idle_close_s
         self.name = name
         self.sessions_opened = 0
         self._session: SmtpSession | None = None
         self._account: SmtpAccount | None = None
         self._lock = asyncio.Lock()
-        self._last_used = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._idle_close: asyncio.Task[None] | None = None
+        self._idle = IdleClose(idle_close_s, self._lock, self._drop, f"SMTP session of {name}")
 
     @property
     def is_open(self) -> bool:
@@ -57,7 +55,7 @@ class SmtpPool:
         if not recipients:
             raise ValueError("at least one recipient is required")
         async with self._lock:
-            self._disarm()
+            self._idle.disarm()
             try:
                 return await self._send(account, message, envelope_from, list(recipients))
             except BaseException as exc:
@@ -65,8 +63,8 @@ class SmtpPool:
                     self._abort()
                 raise
             finally:
-                self._last_used = asyncio.get_running_loop().time()
-                self._arm()
+                if self._session is not None:
+                    self._idle.arm()
 
     async def _send(self, account: SmtpAccount, message: EmailMessage | bytes,
                     envelope_from: str, recipients: list[str]) -> SubmitResult:
@@ -127,36 +125,8 @@ class SmtpPool:
             else:
                 session.close()
 
-    # ------------------------------------------------------------------ idle close
-
-    def _arm(self) -> None:
-        if self._session is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.idle_close_s, self._on_idle)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_idle(self) -> None:
-        self._timer = None
-        self._idle_close = asyncio.create_task(self._close_if_idle(),
-                                               name=f"smtp-idle-close-{self.name}")
-
-    async def _close_if_idle(self) -> None:
-        async with self._lock:
-            idle = asyncio.get_running_loop().time() - self._last_used
-            if self._timer is None and idle >= self.idle_close_s * 0.99:
-                log.debug("Closing the idle SMTP session of %s", self.name)
-                await self._drop()
-
     async def close(self) -> None:
         """QUIT the kept session, if any (idempotent)."""
-        self._disarm()
-        task, self._idle_close = self._idle_close, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._idle.cancel()
         async with self._lock:
             await self._drop()
