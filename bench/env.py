@@ -40,6 +40,14 @@ from .probe import StageProbe
 PERMISSIONS = {"*": "relay", "localhost": "user"}
 
 
+def email_setup(root: Path) -> BridgeSetup:
+    """The email bridge's config template and registration for the rig's servers (without the
+    generator's "Wrote registration.yaml" line)."""
+    with redirect_stdout(io.StringIO()):
+        return BridgeSetup.generate(root, "email", permissions=PERMISSIONS,
+                                    overrides=EMAIL_RIG_OVERRIDES)
+
+
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--postgres", action="store_true",
                         help="run the bridge on PostgreSQL (the local server or a private cluster)")
@@ -159,9 +167,7 @@ async def bench_env(args: argparse.Namespace,
             mail = MailStack(root / "mail", {})
             stack.callback(mail.stop)
             await asyncio.to_thread(mail.start)
-            with redirect_stdout(io.StringIO()):  # "Wrote registration.yaml ..."
-                setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS,
-                                             overrides=EMAIL_RIG_OVERRIDES)
+            setup = email_setup(root / "bridge")
             synapse = Synapse(root / "synapse", registrations=[setup.registration])
             stack.callback(synapse.stop)
             await asyncio.to_thread(synapse.start)

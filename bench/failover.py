@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from contextlib import AsyncExitStack, redirect_stdout
-import io
+from contextlib import AsyncExitStack
 from pathlib import Path
 import random
 import shutil
@@ -41,9 +40,8 @@ from devstack.postgres import create_database, drop_database, ensure_postgres
 from devstack.stack import MailStack, Synapse
 from tests.helpers.faults.context import FaultContext
 from tests.helpers.faults.failover import add_mailboxes, kill_one, start_fleet
-from tests.helpers.harness import EMAIL_RIG_OVERRIDES, BridgeSetup
 
-from .env import PERMISSIONS, run_main, step
+from .env import email_setup, run_main, step
 from .output import Figure, output_arguments, write_figures
 
 FULL = (40, 4)
@@ -80,9 +78,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Figure]:
         mail = MailStack(root / "mail", users)
         stack.callback(mail.stop)
         await asyncio.to_thread(mail.start)
-        with redirect_stdout(io.StringIO()):  # "Wrote registration.yaml ..."
-            setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS,
-                                         overrides=EMAIL_RIG_OVERRIDES)
+        setup = email_setup(root / "bridge")
         synapse = Synapse(root / "synapse", registrations=[setup.registration])
         stack.callback(synapse.stop)
         await asyncio.to_thread(synapse.start)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from contextlib import AsyncExitStack, redirect_stdout
-import io
+from contextlib import AsyncExitStack
 import os
 from pathlib import Path
 import random
@@ -27,9 +26,9 @@ from devstack.stack import MailStack, Synapse
 from tests.helpers.faults.context import FaultContext
 from tests.helpers.faults.ledger import Outcome
 from tests.helpers.faults.scenarios import SCENARIOS, Size
-from tests.helpers.harness import EMAIL_RIG_OVERRIDES, BridgeSetup
+from tests.helpers.harness import BridgeSetup
 
-from .env import PERMISSIONS, run_main, step
+from .env import email_setup, run_main, step
 
 UPLOAD_LIMIT = "2M"  # small, so the oversized-attachment scenario needs no huge mail
 
@@ -91,9 +90,7 @@ async def _main(args: argparse.Namespace) -> bool:
             mail = MailStack(root / "mail", {})
             stack.callback(mail.stop)
             await asyncio.to_thread(mail.start)
-            with redirect_stdout(io.StringIO()):  # "Wrote registration.yaml ..."
-                setup = BridgeSetup.generate(root / "bridge", "email", permissions=PERMISSIONS,
-                                             overrides=EMAIL_RIG_OVERRIDES)
+            setup = email_setup(root / "bridge")
             synapse = Synapse(root / "synapse", registrations=[setup.registration],
                               max_upload_size=UPLOAD_LIMIT)
             stack.callback(synapse.stop)
